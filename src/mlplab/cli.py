@@ -1,0 +1,191 @@
+"""The command line: the only module that reads argv or prints. Each command calls one library
+function; a UserError becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import data as data_mod
+from . import report
+from .config import apply_overrides, builtin_suites, load_suite
+from .errors import UserError
+from .model import param_counts, summary_rows
+
+# Tables keep their columns when piped to a file or a CI log (rich would wrap at 80).
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+@click.group()
+@click.version_option(package_name="mlplab")
+def cli() -> None:
+    """Build, train and compare MLP architectures on MNIST-style data."""
+
+
+@cli.command("list")
+def list_cmd() -> None:
+    """List the built-in suites."""
+    table = Table("suite", "runs", "seeds", "description")
+    for name, path in sorted(builtin_suites().items()):
+        suite = load_suite(str(path))
+        table.add_row(name, str(len(suite.runs())), str(len(suite.seeds)), escape(suite.description))
+    console.print(table)
+
+
+@cli.command()
+@click.argument("suite", default="quick")
+@click.option("--out", "out", default="out", show_default=True, type=click.Path(),
+              help="results folder (runs/, results.csv, plots/)")
+@click.option("--epochs", type=int, help="override every experiment's epochs")
+@click.option("--seeds", type=int, help="number of seeds (0..N-1) per configuration")
+@click.option("--only", multiple=True, help="run only this experiment (repeatable)")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--data-dir", type=click.Path(), help="folder with the dataset's four IDX files")
+def run(suite, out, epochs, seeds, only, device, data_dir) -> None:
+    """Train every configuration of SUITE (built-in name or TOML file) and compare them."""
+    from . import plots, sweep  # torch import is slow: only for commands that train
+
+    s = apply_overrides(load_suite(suite), epochs=epochs, seeds=seeds, only=tuple(only))
+    with _progress() as progress:
+        rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress)
+    out_path = Path(out)
+    plot_paths = plots.loss_plots(out_path, rows)
+    _print_table(report.comparison(rows), f"{s.name}: {len(rows)} runs")
+    console.print(f"results: {out_path / 'results.csv'}   plots: {plot_paths[-1].parent}/ "
+                  f"({len(plot_paths)} files)")
+
+
+@cli.command()
+@click.argument("suite")
+@click.option("--only", multiple=True, help="only this experiment (repeatable)")
+def summary(suite, only) -> None:
+    """Keras-style model summary of each configuration of SUITE."""
+    s = apply_overrides(load_suite(suite), only=tuple(only))
+    for cfg in s.runs():
+        table = Table(title=escape(f'Model: "{cfg.name}"  ({cfg.architecture})'),
+                      title_justify="left")
+        table.add_column("Layer (type)")
+        table.add_column("Output Shape")
+        table.add_column("Param #", justify="right")
+        for layer, shape, params, _ in summary_rows(cfg):
+            table.add_row(layer, shape, f"{params:,}")
+        console.print(table)
+        total, trainable, frozen = param_counts(cfg)
+        console.print(f"Total params: {total:,}\nTrainable params: {trainable:,}\n"
+                      f"Non-trainable params: {frozen:,}\n", highlight=False)
+
+
+@cli.group("data")
+def data_cmd() -> None:
+    """Fetch and inspect datasets."""
+
+
+@data_cmd.command("fetch")
+@click.argument("name", type=click.Choice(sorted(data_mod.DATASETS)))
+@click.option("--data-dir", type=click.Path(), help="folder with the four IDX files")
+def data_fetch(name, data_dir) -> None:
+    """Download (or rebuild offline) NAME into the cache, verifying every file."""
+    ds = data_mod.load(name, data_dir, log=lambda s: err_console.print(f"[dim]{s}[/]"))
+    console.print(f"{name}: {len(ds.x_train):,} train + {len(ds.x_test):,} test images "
+                  f"from {ds.source}; cached in {data_mod.home() / 'datasets' / name}")
+
+
+@data_cmd.command("info")
+def data_info() -> None:
+    """Show what is in the cache."""
+    table = Table("dataset", "cached", "size", "path")
+    for row in data_mod.info():
+        table.add_row(row["dataset"], "yes" if row["cached"] else "no",
+                      f"{row['bytes'] / 1e6:.1f} MB", row["path"])
+    console.print(table)
+
+
+def _print_table(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for col in ("Architecture", "Model", "Params", "n", "Epochs", "Val accuracy", "Test loss",
+                "Test accuracy"):
+        table.add_column(col, justify="left" if col in ("Architecture", "Model") else "right")
+    for r in rows:
+        flag = f" ({r['diverged']} diverged)" if r["diverged"] else ""
+        table.add_row(r["architecture"], escape(r["experiment"] + flag), f"{r['params']:,}", str(r["n"]),
+                      f"{r['epochs']:.0f}", report.fmt(r["val_acc"], r["val_acc_std"], r["n"]),
+                      report.fmt(r["test_loss"], r["test_loss_std"], r["n"]),
+                      report.fmt(r["test_acc"], r["test_acc_std"], r["n"]))
+    console.print(table)
+
+
+class _progress:
+    """Progress callback: rich bars (suite -> group -> epoch, with ETA) on a terminal, plain
+    lines otherwise (CI logs, pipes)."""
+
+    def __enter__(self):
+        self.live = err_console.is_terminal
+        self.t0 = time.perf_counter()
+        if self.live:
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeRemainingColumn(), console=err_console)
+            self.bars.__enter__()
+            self.suite_task = self.group_task = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.bars.__exit__(*exc)
+
+    def __call__(self, e: dict) -> None:
+        kind = e["event"]
+        if kind == "log":
+            self._line(f"  {e['message']}")
+        elif kind == "suite":
+            self._line(f"suite {e['suite']}: {e['cells']} runs, {e['todo']} to train in "
+                       f"{e['groups']} groups on {e['device']}")
+            if self.live:
+                self.suite_task = self.bars.add_task("suite (epochs)", total=e["epochs"])
+        elif kind == "group":
+            self._line(f"group {e['index'] + 1}/{e['groups']}: {e['label']}")
+            if self.live:
+                if self.group_task is not None:
+                    self.bars.remove_task(self.group_task)
+                self.group_task = self.bars.add_task(f"  group {e['index'] + 1}/{e['groups']}",
+                                                     total=e["epochs"])
+        elif kind == "epoch":
+            best = max(e["val_acc"]) if e["val_acc"] else float("nan")
+            if self.live:
+                self.bars.advance(self.group_task)
+                self.bars.advance(self.suite_task)
+            else:
+                self._line(f"  epoch {e['epoch']}/{e['epochs']}  best val_acc {best:.4f}  "
+                           f"({e['running']} running, {time.perf_counter() - self.t0:.0f}s)")
+        elif kind == "run":
+            self._line(f"  done {e['name']} seed {e['seed']}: {e['status']}, "
+                       f"test_acc {e['test_acc']:.4f}")
+
+    def _line(self, text: str) -> None:
+        if self.live:
+            self.bars.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    """Entry point: user errors -> one line on stderr, exit code 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as e:
+        err_console.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)

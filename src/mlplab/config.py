@@ -1,0 +1,345 @@
+"""Validated, frozen configuration: one training run (`RunConfig`), a suite of them (`Suite`),
+and the expansion of a suite into cells (run config x seed).
+
+A suite is TOML::
+
+    name = "mine"
+    seeds = 3                       # or a list of seeds: [0, 1, 7]
+    [defaults]                      # applied to every experiment
+    epochs = 20
+    [[experiment]]
+    name = "2-hidden"
+    architecture = "784-512-256-10"
+    [experiment.grid]               # optional: cartesian product, this experiment only
+    dropout = [0.0, 0.5]
+    [grid]                          # optional: cartesian product over every experiment
+    batch_norm = [false, true]
+
+Every key of an experiment (and of a grid) is a `RunConfig` field; unknown keys are rejected
+with the field path and the allowed names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+# Names are checked here (not imported from model/optim) so that config stays import-light;
+# tests assert these lists equal the registries' keys.
+ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "elu", "selu", "leaky_relu", "silu", "linear")
+INITIALIZER_NAMES = (
+    "random_normal", "random_uniform", "glorot_uniform", "glorot_normal",
+    "he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
+)
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+
+# Keras would use glorot_uniform everywhere; we pick the initializer that suits the activation.
+DEFAULT_INIT = {"relu": "he_normal", "gelu": "he_normal", "elu": "he_normal", "silu": "he_normal",
+                "leaky_relu": "he_normal", "selu": "lecun_normal"}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def parse_architecture(text: str, n_in: int = 784, n_out: int = 10) -> tuple[int, ...]:
+    """'784-512-256-10' or hidden sizes only '512-256' (or '' for none) -> full layer widths."""
+    parts = [p.strip() for p in str(text).replace(" ", "").split("-") if p.strip()]
+    try:
+        widths = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"architecture {text!r} must be widths joined by '-', e.g. '784-512-256-10' or '512-256'"
+        ) from None
+    if any(w <= 0 for w in widths):
+        raise ValueError(f"architecture {text!r}: every width must be a positive integer")
+    if len(widths) >= 2 and widths[0] == n_in and widths[-1] == n_out:
+        return widths
+    return (n_in, *widths, n_out)
+
+
+class RunConfig(Frozen):
+    """Everything that determines one training run, seed included. Its hash is the run id."""
+
+    name: str = "run"
+    # data
+    dataset: str = "mnist"
+    validation: Literal["split", "test"] = "split"
+    val_size: int = Field(10_000, gt=0)
+    train_size: int | None = Field(None, gt=0, description="use only the first N training images")
+    # model
+    architecture: str = "784-512-256-10"
+    activation: str = "relu"
+    batch_norm: bool = False
+    bn_position: Literal["before", "after"] = "after"  # relative to the activation
+    bn_momentum: float = Field(0.99, gt=0, lt=1)  # Keras convention: moving = m*moving + (1-m)*batch
+    bn_epsilon: float = Field(1e-3, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    init: str | None = None  # None: chosen by activation (DEFAULT_INIT, else glorot_uniform)
+    init_stddev: list[float] | float = 0.05  # random_normal/uniform; a list is per layer, last repeats
+    # optimizer
+    optimizer: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # for optimizer momentum/nesterov
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-7, gt=0)  # Keras default
+    rho: float = Field(0.9, gt=0, lt=1)  # rmsprop decay
+    # loop
+    batch_size: int = Field(128, gt=0)
+    epochs: int = Field(10, gt=0)
+    patience: int | None = Field(None, gt=0, description="early stopping on val_loss; None = off")
+    restore_best: bool = True
+    seed: int = Field(0, ge=0)
+
+    @field_validator("architecture")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        parse_architecture(v)
+        return v
+
+    @field_validator("activation")
+    @classmethod
+    def _act(cls, v: str) -> str:
+        return _one_of("activation", v, ACTIVATION_NAMES)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _opt(cls, v: str) -> str:
+        return _one_of("optimizer", v, OPTIMIZER_NAMES)
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str | None) -> str | None:
+        return None if v is None else _one_of("init", v, INITIALIZER_NAMES)
+
+    @field_validator("init_stddev")
+    @classmethod
+    def _stddev(cls, v):
+        values = v if isinstance(v, list) else [v]
+        if not values or any(not math.isfinite(s) or s <= 0 for s in values):
+            raise ValueError("init_stddev must be a positive number or a non-empty list of them")
+        return v
+
+    @model_validator(mode="after")
+    def _dataset(self) -> RunConfig:
+        from .data import check_dataset_name  # late import: data imports config
+
+        check_dataset_name(self.dataset)
+        return self
+
+    # derived values -------------------------------------------------------------------------
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return parse_architecture(self.architecture)
+
+    @property
+    def init_name(self) -> str:
+        return self.init or DEFAULT_INIT.get(self.activation, "glorot_uniform")
+
+    def stddevs(self) -> list[float]:
+        """The stddev for each dense layer (a short list repeats its last value)."""
+        values = self.init_stddev if isinstance(self.init_stddev, list) else [self.init_stddev]
+        n = len(self.widths) - 1
+        return [values[min(i, len(values) - 1)] for i in range(n)]
+
+    @property
+    def run_id(self) -> str:
+        """12 hex digits of the sha256 of the canonical JSON: same config, same id."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def group_key(self) -> tuple:
+        """Members with equal keys train as one fused group: same shapes, same code path.
+        Everything else (seed, lr, weight decay, dropout rate, init, epochs, patience) may differ:
+        a member with dropout 0 draws masks of ones, so it trains exactly as it would alone."""
+        return (self.dataset, self.validation, self.val_size, self.train_size, self.widths,
+                self.activation, self.batch_norm, self.bn_position, self.optimizer,
+                self.batch_size)
+
+
+def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{field} {value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+RUN_FIELDS = tuple(RunConfig.model_fields)
+
+
+class Experiment(Frozen):
+    """One named entry of a suite: overrides of the defaults, and an optional own grid."""
+
+    name: str
+    settings: dict[str, Any]
+    grid: dict[str, list[Any]] = {}
+
+
+class Suite(Frozen):
+    name: str
+    description: str = ""
+    seeds: list[int]
+    experiments: list[Experiment]
+    grid: dict[str, list[Any]] = {}
+    defaults: dict[str, Any] = {}
+
+    def runs(self) -> list[RunConfig]:
+        """Every run config of the suite (seed 0 placeholder replaced per seed by `cells`)."""
+        out = []
+        for exp in self.experiments:
+            grid = {**self.grid, **exp.grid}
+            keys = list(grid)
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                values = {**self.defaults, **exp.settings, **dict(zip(keys, combo, strict=True))}
+                suffix = ",".join(f"{k}={_short(v)}" for k, v in zip(keys, combo, strict=True))
+                name = f"{exp.name}[{suffix}]" if suffix else exp.name
+                out.append(_validate_run({**values, "name": name}, f"experiment {exp.name!r}"))
+        return out
+
+    def cells(self) -> list[RunConfig]:
+        """Run configs x seeds, in suite order."""
+        return [run.model_copy(update={"seed": s}) for run in self.runs() for s in self.seeds]
+
+
+def _short(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _validate_run(values: dict[str, Any], where: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as e:
+        raise UserError(f"{where}: {_explain(e)}") from None
+
+
+def _explain(e: ValidationError) -> str:
+    err = e.errors()[0]
+    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {path!r}; allowed keys: {', '.join(RUN_FIELDS)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {msg} (got {err.get('input')!r})"
+
+
+SUITE_KEYS = ("name", "description", "seeds", "defaults", "experiment", "grid")
+
+
+def parse_suite(data: dict[str, Any], name: str) -> Suite:
+    """Validate a suite's TOML table; raises UserError with the field path on any problem."""
+    unknown = sorted(set(data) - set(SUITE_KEYS))
+    if unknown:
+        raise UserError(f"suite {name}: unknown key {unknown[0]!r}; allowed: {', '.join(SUITE_KEYS)}")
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, bool) or not (
+        (isinstance(seeds, int) and seeds > 0)
+        or (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds))
+    ):
+        raise UserError(f"suite {name}: seeds must be a positive count or a list of seeds >= 0")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(dict.fromkeys(seeds))
+    defaults = _table(data.get("defaults", {}), f"suite {name}: defaults")
+    _check_keys(defaults, f"suite {name}: defaults")
+    grid = _grid(data.get("grid", {}), f"suite {name}: grid")
+    raw = data.get("experiment", [{"name": name}])
+    if not isinstance(raw, list) or not raw:
+        raise UserError(f"suite {name}: 'experiment' must be a non-empty array of tables [[experiment]]")
+    experiments, seen = [], set()
+    for i, item in enumerate(raw):
+        where = f"suite {name}: experiment[{i}]"
+        item = _table(item, where)
+        exp_name = item.get("name")
+        if not isinstance(exp_name, str) or not exp_name.strip():
+            raise UserError(f"{where}: every experiment needs a non-empty 'name'")
+        if exp_name in seen:
+            raise UserError(f"{where}: experiment name {exp_name!r} is used twice")
+        seen.add(exp_name)
+        settings = {k: v for k, v in item.items() if k not in ("name", "grid")}
+        _check_keys(settings, f"{where} ({exp_name})")
+        experiments.append(Experiment(name=exp_name, settings=settings,
+                                      grid=_grid(item.get("grid", {}), f"{where}.grid")))
+    suite = Suite(name=str(data.get("name", name)), description=str(data.get("description", "")),
+                  seeds=seed_list, experiments=experiments, grid=grid, defaults=defaults)
+    suite.runs()  # validate every run now: nothing starts on a bad suite
+    return suite
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"{where} must be a table, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(table: dict[str, Any], where: str) -> None:
+    for key in table:
+        if key not in RUN_FIELDS or key in ("name",):
+            raise UserError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(RUN_FIELDS[1:])}")
+
+
+def _grid(value: Any, where: str) -> dict[str, list[Any]]:
+    table = _table(value, where)
+    _check_keys(table, where)
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}.{key} must be a non-empty list of values")
+    return table
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Name -> path of each packaged suite."""
+    folder = resources.files("mlplab") / "suites"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a TOML file by path."""
+    builtin = builtin_suites()
+    if name_or_path in builtin:
+        path = builtin[name_or_path]
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UserError(
+                f"suite {name_or_path!r} is neither a file nor a built-in suite "
+                f"({', '.join(sorted(builtin))})"
+            )
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"suite {path}: not valid TOML: {e}") from None
+    return parse_suite(data, path.stem)
+
+
+def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | None = None,
+                    only: tuple[str, ...] = ()) -> Suite:
+    """The CLI's --epochs/--seeds/--only as a new suite (validated like the file itself)."""
+    update: dict[str, Any] = {}
+    if seeds is not None:
+        if seeds <= 0:
+            raise UserError(f"--seeds must be a positive count, got {seeds}")
+        update["seeds"] = list(range(seeds))
+    if epochs is not None:
+        if epochs <= 0:
+            raise UserError(f"--epochs must be a positive count, got {epochs}")
+        update["defaults"] = {**suite.defaults, "epochs": epochs}
+        update["experiments"] = [
+            e.model_copy(update={"settings": {**e.settings, "epochs": epochs}}) for e in suite.experiments
+        ]
+    if only:
+        names = [e.name for e in suite.experiments]
+        missing = [o for o in only if o not in names]
+        if missing:
+            raise UserError(f"--only {missing[0]!r} is not an experiment of suite {suite.name}; "
+                            f"experiments: {', '.join(names)}")
+        update["experiments"] = [e for e in update.get("experiments", suite.experiments)
+                                 if e.name in only]
+    return suite.model_copy(update=update)

@@ -1,0 +1,119 @@
+"""Stacked optimizers: one update for K members whose hyperparameters are [K, 1, 1] tensors.
+
+Each follows torch.optim's formula exactly (the oracle tests compare member by member), works on
+params and grads given as lists, keeps its step count on the device (no host sync, and safe to
+capture in a CUDA graph), and never allocates Python-side state per step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import RunConfig
+
+
+def _per_member(cfgs: list[RunConfig], field: str, device) -> torch.Tensor:
+    return torch.tensor([float(getattr(c, field)) for c in cfgs], device=device).view(-1, 1, 1)
+
+
+class Stacked:
+    """Base: per-member hyperparameters, a device step counter, zeroed state buffers."""
+
+    fields: tuple[str, ...] = ("lr", "weight_decay")
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, params: list[torch.Tensor], cfgs: list[RunConfig]):
+        device = params[0].device
+        self.params = params
+        self.hp = {f: _per_member(cfgs, f, device) for f in self.fields}
+        self.base_lr = self.hp["lr"].clone()
+        self.t = torch.zeros((), device=device)
+        self.state = {s: [torch.zeros_like(p) for p in params] for s in self.slots}
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor]) -> None:
+        self.t += 1
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            self._update(i, p, g)
+
+    def _update(self, i: int, p: torch.Tensor, g: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Everything the optimizer mutates (for snapshot/restore around graph warm-up)."""
+        return [self.t, *(t for ts in self.state.values() for t in ts)]
+
+
+class SGD(Stacked):
+    """torch.optim.SGD (dampening 0): L2 weight decay, optional momentum / Nesterov."""
+
+    fields = ("lr", "weight_decay", "momentum")
+    slots = ("buf",)
+    use_momentum, nesterov = False, False
+
+    def _update(self, i, p, g):
+        g = g + self.hp["weight_decay"] * p
+        if self.use_momentum:
+            buf = self.state["buf"][i]
+            buf.mul_(self.hp["momentum"]).add_(g)  # first step: buf = g, as torch does
+            g = g + self.hp["momentum"] * buf if self.nesterov else buf
+        p.sub_(self.hp["lr"] * g)
+
+
+class Momentum(SGD):
+    use_momentum = True
+
+
+class Nesterov(SGD):
+    use_momentum, nesterov = True, True
+
+
+class Adam(Stacked):
+    """torch.optim.Adam (L2 weight decay added to the gradient)."""
+
+    fields = ("lr", "weight_decay", "beta1", "beta2", "eps")
+    slots = ("m", "v")
+    decoupled = False
+
+    def _update(self, i, p, g):
+        hp = self.hp
+        if self.decoupled:
+            p.mul_(1 - hp["lr"] * hp["weight_decay"])
+        else:
+            g = g + hp["weight_decay"] * p
+        m, v = self.state["m"][i], self.state["v"][i]
+        m.lerp_(g, 1 - hp["beta1"])
+        v.mul_(hp["beta2"]).addcmul_(g, g * (1 - hp["beta2"]))
+        bc1 = 1 - hp["beta1"] ** self.t
+        bc2_sqrt = (1 - hp["beta2"] ** self.t).sqrt()
+        p.sub_(hp["lr"] / bc1 * m / (v.sqrt() / bc2_sqrt + hp["eps"]))
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: weight decay decoupled from the gradient."""
+
+    decoupled = True
+
+
+class RMSprop(Stacked):
+    """torch.optim.RMSprop with alpha = rho (Keras name), no momentum, not centered."""
+
+    fields = ("lr", "weight_decay", "rho", "eps")
+    slots = ("sq",)
+
+    def _update(self, i, p, g):
+        g = g + self.hp["weight_decay"] * p
+        sq = self.state["sq"][i]
+        sq.mul_(self.hp["rho"]).addcmul_(g, g * (1 - self.hp["rho"]))
+        p.sub_(self.hp["lr"] * g / (sq.sqrt() + self.hp["eps"]))
+
+
+OPTIMIZERS: dict[str, type[Stacked]] = {
+    "sgd": SGD, "momentum": Momentum, "nesterov": Nesterov,
+    "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
+}
+
+
+def make_optimizer(params: list[torch.Tensor], cfgs: list[RunConfig]) -> Stacked:
+    """The stacked optimizer for a group (all members share the optimizer kind)."""
+    return OPTIMIZERS[cfgs[0].optimizer](params, cfgs)

@@ -1,0 +1,191 @@
+"""The only training loop: one fused group of K same-shape members per call (K >= 1).
+
+Each member keeps its own seed (initial weights and data order come from it, so a member trains
+the same alone or in a group), its own early stopping and its own divergence flag. On CUDA the
+dataset sits on the device as uint8, batches are gathered there, the full-batch step is captured
+once in a CUDA graph and replayed, and nothing waits on the host until the epoch ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .data import Splits
+from .errors import UserError
+from .evaluate import as_input, logits, loss_acc
+from .model import StackedMLP
+from .optim import make_optimizer
+
+DATA_ORDER_SALT = 0x5EED  # data order and initial weights come from different streams of the seed
+
+
+@dataclass
+class MemberResult:
+    """What one member produced: per-epoch history, final weights, status."""
+
+    cfg: RunConfig
+    history: list[dict] = field(default_factory=list)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    status: str = "running"  # finished | diverged
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    train_seconds: float = 0.0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu. 'cuda' without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r} is not one of: auto, cpu, cuda")
+    return torch.device(name)
+
+
+class Step:
+    """One optimisation step for the whole group on a [K, b] index tensor; accumulates the
+    epoch's summed loss and correct count per member on the device (no sync)."""
+
+    def __init__(self, model: StackedMLP, opt, x: torch.Tensor, y: torch.Tensor):
+        self.model, self.opt, self.x, self.y = model, opt, x, y
+        self.params = list(model.parameters())
+        self.loss_sum = torch.zeros(model.k, device=x.device)
+        self.correct = torch.zeros(model.k, device=x.device)
+
+    def __call__(self, idx: torch.Tensor) -> None:
+        k, b = idx.shape
+        xb = as_input(self.x[idx])  # [K, b, in]
+        yb = self.y[idx]  # [K, b]
+        z = self.model(xb)
+        loss = F.cross_entropy(z.reshape(k * b, -1), yb.reshape(-1), reduction="none")
+        loss = loss.view(k, b).mean(1)  # [K]: members' losses are independent terms of the sum
+        grads = torch.autograd.grad(loss.sum(), self.params)
+        self.opt.step(list(grads))
+        with torch.no_grad():
+            self.loss_sum += loss.detach() * b
+            self.correct += (z.argmax(-1) == yb).sum(1)
+
+    def mutable(self) -> list[torch.Tensor]:
+        bufs = [b for b in self.model.buffers()]
+        return [*self.params, *bufs, *self.opt.state_tensors(), self.loss_sum, self.correct]
+
+
+class GraphStep:
+    """The same step captured in a CUDA graph for one batch shape, replayed per batch."""
+
+    def __init__(self, step: Step, batch: int):
+        self.step = step
+        self.idx = torch.zeros(step.model.k, batch, dtype=torch.long, device=step.x.device)
+        saved = [t.detach().clone() for t in step.mutable()]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph (allocator, cuBLAS handles)
+            for _ in range(3):
+                step(self.idx)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():  # warm-up must not count: put every mutated tensor back
+            for t, s in zip(step.mutable(), saved, strict=True):
+                t.copy_(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            step(self.idx)
+
+    def __call__(self, idx: torch.Tensor) -> None:
+        self.idx.copy_(idx)
+        self.graph.replay()
+
+
+Progress = Callable[[dict], None]
+
+
+def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | str = "cpu",
+                progress: Progress | None = None, graphs: bool | None = None,
+                tf32: bool = True) -> list[MemberResult]:
+    """Train K members with identical shapes as one computation; one MemberResult each.
+
+    splits: uint8 images / int64 labels (moved to `device` here). graphs: capture the step in a
+    CUDA graph (default: on CUDA). Members may differ in seed, lr, weight decay, dropout rate,
+    initializer, epochs and patience."""
+    device = torch.device(device)
+    if len({c.group_key() for c in cfgs}) != 1:
+        raise ValueError("train_group: members must share shapes and code path (group_key)")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    graphs = device.type == "cuda" if graphs is None else graphs
+    data = splits.to(device)
+    k, n, bsz = len(cfgs), len(data.x_train), cfgs[0].batch_size
+    # Dropout masks come from the global generator: seed it from the members' seeds.
+    torch.manual_seed(hash(tuple(c.seed for c in cfgs)) & 0x7FFFFFFF)
+    model = StackedMLP(cfgs, device)
+    opt = make_optimizer(list(model.parameters()), cfgs)
+    step = Step(model, opt, data.x_train, data.y_train)
+    full, rest = divmod(n, bsz)
+    graph_full = GraphStep(step, bsz) if graphs and full else None
+    orders = [torch.Generator().manual_seed(c.seed ^ DATA_ORDER_SALT) for c in cfgs]
+    results = [MemberResult(c) for c in cfgs]
+    bad_streak = [0] * k
+    max_epochs = max(c.epochs for c in cfgs)
+    started = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        t0 = time.perf_counter()
+        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+        model.train()
+        step.loss_sum.zero_()
+        step.correct.zero_()
+        run = graph_full or step
+        for s in range(full):
+            run(perm[:, s * bsz:(s + 1) * bsz])
+        if rest:  # Keras keeps the last, smaller batch: so do we (eagerly, its own shape)
+            step(perm[:, full * bsz:])
+        val_loss, val_acc = loss_acc(logits(model, data.x_val), data.y_val)
+        rows = torch.stack([step.loss_sum / n, step.correct / n, val_loss, val_acc]).T.tolist()
+        seconds = time.perf_counter() - t0
+        for i, (res, row) in enumerate(zip(results, rows, strict=True)):
+            if res.status != "running":
+                continue
+            tl, ta, vl, va = row
+            res.history.append({"epoch": epoch, "train_loss": tl, "train_acc": ta, "val_loss": vl,
+                                "val_acc": va, "lr": float(opt.hp["lr"][i]), "seconds": seconds})
+            res.train_seconds = time.perf_counter() - started
+            _member_epoch(res, i, model, bad_streak)
+        if progress:
+            progress({"event": "epoch", "epoch": epoch, "epochs": max_epochs,
+                      "val_acc": [r.history[-1]["val_acc"] for r in results if r.history],
+                      "running": sum(r.status == "running" for r in results)})
+        if all(r.status != "running" for r in results):
+            break
+    return results
+
+
+def _member_epoch(res: MemberResult, i: int, model: StackedMLP, bad_streak: list[int]) -> None:
+    """Divergence, best epoch, early stopping and the end of member i's epochs."""
+    cfg, row = res.cfg, res.history[-1]
+    if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+        res.status = "diverged"  # frozen here: its weights are kept as they are (not finite)
+        res.state = res.state or model.member_state(i)
+        return
+    keep_best = cfg.patience is not None and cfg.restore_best
+    if row["val_loss"] < res.best_val_loss:
+        res.best_val_loss, res.best_epoch, bad_streak[i] = row["val_loss"], row["epoch"], 0
+        if keep_best:
+            res.state = model.member_state(i)
+    else:
+        bad_streak[i] += 1
+    stop = cfg.patience is not None and bad_streak[i] >= cfg.patience
+    if stop or row["epoch"] >= cfg.epochs:
+        res.status = "finished"
+        if not keep_best:
+            res.state = model.member_state(i)
