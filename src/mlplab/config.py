@@ -54,7 +54,8 @@ class Frozen(BaseModel):
 
 def parse_architecture(text: str, n_in: int = 784, n_out: int = 10) -> tuple[int, ...]:
     """'784-512-256-10' or hidden sizes only '512-256' (or '' for none) -> full layer widths."""
-    parts = [p.strip() for p in str(text).replace(" ", "").split("-") if p.strip()]
+    text = str(text).replace(" ", "")
+    parts = text.split("-") if text else []
     try:
         widths = tuple(int(p) for p in parts)
     except ValueError:

@@ -152,9 +152,10 @@ class StackedMLP(nn.Module):
     def member(self, k: int) -> nn.Sequential:
         """Member k as a plain torch.nn.Sequential taking [N, in] (eval/train like any module)."""
         layers: list[nn.Module] = []
+        like = {"dtype": self.w0.dtype, "device": self.w0.device}
         for i in range(self.n_layers):
             fi, fo = self.widths[i], self.widths[i + 1]
-            lin = nn.Linear(fi, fo)
+            lin = nn.Linear(fi, fo, **like)
             with torch.no_grad():
                 lin.weight.copy_(getattr(self, f"w{i}")[k].T)
                 lin.bias.copy_(getattr(self, f"b{i}")[k, 0])
@@ -163,7 +164,8 @@ class StackedMLP(nn.Module):
                 break
             bn = None
             if self.batch_norm:
-                bn = nn.BatchNorm1d(fo, eps=float(self.bn_eps[k]), momentum=1 - float(self.bn_keep[k]))
+                bn = nn.BatchNorm1d(fo, eps=float(self.bn_eps[k]),
+                                    momentum=1 - float(self.bn_keep[k]), **like)
                 with torch.no_grad():
                     bn.weight.copy_(getattr(self, f"gamma{i}")[k, 0])
                     bn.bias.copy_(getattr(self, f"beta{i}")[k, 0])
@@ -176,7 +178,7 @@ class StackedMLP(nn.Module):
                 layers.append(bn)
             if float(self.p_drop[k]) > 0:
                 layers.append(nn.Dropout(float(self.p_drop[k])))
-        return nn.Sequential(*layers).to(getattr(self, "w0").device)
+        return nn.Sequential(*layers)
 
 
 # ---------------------------------------------------------------------------------------------

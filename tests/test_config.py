@@ -1,0 +1,121 @@
+import pytest
+
+from mlplab import config, data, model, optim
+from mlplab.config import RunConfig, apply_overrides, load_suite, parse_architecture, parse_suite
+from mlplab.errors import UserError
+
+
+def test_architecture_strings():
+    assert parse_architecture("784-512-256-10") == (784, 512, 256, 10)
+    assert parse_architecture("512-256") == (784, 512, 256, 10)
+    assert parse_architecture("") == (784, 10)
+    for bad in ("784-x-10", "784--0-10", "-5"):
+        with pytest.raises(ValueError):
+            parse_architecture(bad)
+
+
+def test_registries_match_the_names_config_validates():
+    assert set(config.ACTIVATION_NAMES) == set(model.ACTIVATIONS) == set(model.ACTIVATION_MODULES)
+    assert set(config.INITIALIZER_NAMES) == set(model.INITIALIZERS)
+    assert set(config.OPTIMIZER_NAMES) == set(optim.OPTIMIZERS)
+
+
+def test_run_id_is_a_hash_of_the_config():
+    a = RunConfig(architecture="512-256", seed=1)
+    assert a.run_id == RunConfig(architecture="512-256", seed=1).run_id
+    assert a.run_id != RunConfig(architecture="512-256", seed=2).run_id
+    assert a.run_id != RunConfig(architecture="512-256", seed=1, lr=0.01).run_id
+    with pytest.raises(Exception):
+        a.lr = 3  # frozen
+
+
+def test_default_init_follows_activation():
+    assert RunConfig(activation="relu").init_name == "he_normal"
+    assert RunConfig(activation="sigmoid").init_name == "glorot_uniform"
+    assert RunConfig(activation="relu", init="lecun_uniform").init_name == "lecun_uniform"
+    assert RunConfig(architecture="10-20-30", init_stddev=[0.1, 0.2]).stddevs() == [0.1, 0.2, 0.2, 0.2]
+
+
+def test_suite_expansion_grid_seeds_and_names():
+    s = parse_suite({
+        "seeds": 2,
+        "defaults": {"epochs": 3},
+        "grid": {"batch_norm": [False, True]},
+        "experiment": [
+            {"name": "a", "architecture": "64"},
+            {"name": "b", "architecture": "32-16", "grid": {"dropout": [0.0, 0.5]}, "lr": 0.01},
+        ],
+    }, "t")
+    runs = s.runs()
+    assert [r.name for r in runs] == [
+        "a[batch_norm=false]", "a[batch_norm=true]",
+        "b[batch_norm=false,dropout=0.0]", "b[batch_norm=false,dropout=0.5]",
+        "b[batch_norm=true,dropout=0.0]", "b[batch_norm=true,dropout=0.5]"]
+    assert all(r.epochs == 3 for r in runs)
+    assert runs[3].lr == 0.01 and runs[3].dropout == 0.5 and runs[0].lr == 1e-3
+    cells = s.cells()
+    assert len(cells) == 12 and [c.seed for c in cells[:2]] == [0, 1]
+    assert len({c.run_id for c in cells}) == 12
+
+
+@pytest.mark.parametrize("suite, message", [
+    ({"experiment": [{"name": "x", "lr": -1}]}, "lr: Input should be greater than 0"),
+    ({"experiment": [{"name": "x", "activaton": "relu"}]}, "unknown key 'activaton'; allowed keys:"),
+    ({"experiment": [{"name": "x", "activation": "swish2"}]}, "is not one of: relu, sigmoid"),
+    ({"experiment": [{"name": "x", "optimizer": "adagrad"}]}, "is not one of: sgd, momentum"),
+    ({"experiment": [{"name": "x", "architecture": "784-a-10"}]}, "architecture"),
+    ({"experiment": [{"name": "x", "dataset": "cifar"}]}, "is not one of: mnist, fashion-mnist"),
+    ({"experiment": [{"name": "x"}, {"name": "x"}]}, "used twice"),
+    ({"experiment": [{"lr": 0.1}]}, "needs a non-empty 'name'"),
+    ({"experiment": [{"name": "x"}], "grid": {"dropout": []}}, "non-empty list"),
+    ({"experiment": [{"name": "x"}], "grid": {"dropout": [0.2, 1.5]}}, "dropout"),
+    ({"experiment": [{"name": "x"}], "seeds": 0}, "seeds must be"),
+    ({"experiment": [{"name": "x"}], "sedes": 3}, "unknown key 'sedes'"),
+    ({"experiment": [{"name": "x", "batch_size": "big"}]}, "batch_size"),
+])
+def test_invalid_suites_name_the_field(suite, message):
+    with pytest.raises(UserError) as e:
+        parse_suite(suite, "bad")
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_builtin_suites_load_and_are_what_they_say():
+    names = config.builtin_suites()
+    assert {"seed", "assignment", "quick"} <= set(names)
+    seed = load_suite("seed")
+    runs = seed.runs()
+    assert len(runs) == 6 and all(r.epochs == 60 and r.validation == "test" for r in runs)
+    assert {r.widths for r in runs} == {(784, 512, 256, 10), (784, 1024, 512, 256, 10),
+                                         (784, 1024, 512, 256, 128, 64, 10)}
+    assert sorted(r.dropout for r in runs) == [0, 0, 0, 0.5, 0.5, 0.5]
+    assert all(r.init == "random_normal" and r.stddevs()[:2] == [0.039, 0.55] for r in runs)
+    assignment = load_suite("assignment").runs()
+    assert len(assignment) == 3 * 4 + 3
+    assert {r.activation for r in assignment} == {"relu", "sigmoid"}
+    assert {r.optimizer for r in assignment} == {"adam", "sgd"}
+
+
+def test_overrides_and_unknown_suite(tmp_path):
+    s = apply_overrides(load_suite("quick"), epochs=1, seeds=3, only=("256-128",))
+    cells = s.cells()
+    assert {c.epochs for c in cells} == {1} and {c.seed for c in cells} == {0, 1, 2}
+    assert {c.architecture for c in cells} == {"784-256-128-10"}
+    with pytest.raises(UserError, match="not an experiment"):
+        apply_overrides(s, only=("nope",))
+    with pytest.raises(UserError, match="neither a file nor a built-in suite"):
+        load_suite("no-such-suite")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_suite(str(bad))
+
+
+def test_group_key_separates_shapes_not_hyperparameters():
+    a = RunConfig(architecture="64", seed=0, lr=1e-3, dropout=0.0)
+    assert a.group_key() == RunConfig(architecture="64", seed=5, lr=0.1, dropout=0.5,
+                                      epochs=3, init="glorot_uniform").group_key()
+    assert a.group_key() != RunConfig(architecture="65").group_key()
+    assert a.group_key() != RunConfig(architecture="64", batch_norm=True).group_key()
+    assert a.group_key() != RunConfig(architecture="64", optimizer="sgd").group_key()
+    assert data.check_dataset_name("mnist") == "mnist"

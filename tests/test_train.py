@@ -1,0 +1,94 @@
+"""The fused group engine on real MNIST images: the fusion contract, early stopping,
+divergence."""
+
+import math
+
+import pytest
+import torch
+
+from mlplab.config import RunConfig
+from mlplab.train import resolve_device, train_group
+from mlplab.errors import UserError
+
+
+def small(**kw):
+    base = dict(architecture="784-64-32-10", batch_norm=True, batch_size=64, epochs=2,
+                validation="split")
+    return RunConfig(**{**base, **kw})
+
+
+def test_fusion_contract_group_equals_solo(mnist_slice):
+    members = [small(seed=0), small(seed=1, lr=3e-3, weight_decay=1e-4),
+               small(seed=2, init="glorot_uniform", bn_momentum=0.9)]
+    noisy = small(seed=3, dropout=0.5)  # a dropout member in the group must not disturb the rest
+    group = train_group(members + [noisy], mnist_slice)
+    assert [r.status for r in group] == ["finished"] * 4
+    for cfg, fused in zip(members, group, strict=False):
+        (solo,) = train_group([cfg], mnist_slice)
+        assert len(solo.history) == len(fused.history) == 2
+        for a, b in zip(solo.history, fused.history, strict=True):
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), key
+        for name, t in solo.state.items():
+            torch.testing.assert_close(fused.state[name], t, rtol=1e-3, atol=1e-4)
+    # members really differ from each other, and learned something
+    assert group[0].history[-1]["val_acc"] != group[1].history[-1]["val_acc"]
+    assert all(r.history[-1]["val_acc"] > 0.7 for r in group[:3])  # chance is 0.1
+    assert group[3].history[-1]["val_acc"] > 0.5
+
+
+def test_data_order_comes_from_the_seed(mnist_slice):
+    a, b = train_group([small(seed=5, epochs=1), small(seed=5, epochs=1, lr=1e-3)], mnist_slice)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]  # identical members
+    (c,) = train_group([small(seed=6, epochs=1)], mnist_slice)
+    assert c.history[0]["train_loss"] != a.history[0]["train_loss"]
+
+
+def test_early_stopping_restores_the_best_epoch(mnist_slice):
+    # lr high enough that validation loss soon gets worse; patience 1 stops right after
+    cfg = small(seed=0, epochs=30, patience=1, lr=0.05, batch_norm=False)
+    long_run = small(seed=1, epochs=3, batch_norm=False)
+    stopper, other = train_group([cfg, long_run], mnist_slice)
+    assert stopper.status == "finished" and other.status == "finished"
+    assert stopper.epochs_run < 30 and other.epochs_run == 3
+    best = min(stopper.history, key=lambda r: r["val_loss"])
+    assert stopper.best_epoch == best["epoch"] == stopper.epochs_run - 1
+    # the kept weights are the best epoch's: re-evaluating them gives the best val loss
+    from mlplab.evaluate import logits, loss_acc
+    from mlplab.model import StackedMLP
+
+    m = StackedMLP([cfg])
+    m.load_member_state(0, stopper.state)
+    val_loss, _ = loss_acc(logits(m, mnist_slice.x_val), mnist_slice.y_val)
+    assert val_loss.item() == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_divergence_is_flagged_per_member(mnist_slice):
+    bad = small(seed=0, optimizer="sgd", lr=1e6, batch_norm=False, epochs=3)
+    good = small(seed=1, optimizer="sgd", lr=0.05, batch_norm=False, epochs=3)
+    r_bad, r_good = train_group([bad, good], mnist_slice)
+    assert r_bad.status == "diverged" and r_bad.epochs_run == 1
+    assert not math.isfinite(r_bad.history[-1]["train_loss"])
+    assert r_good.status == "finished" and r_good.epochs_run == 3
+    assert r_good.history[-1]["val_acc"] > 0.7  # a NaN neighbour does not disturb it
+
+
+def test_mixed_shapes_are_refused_and_devices_resolve(mnist_slice):
+    with pytest.raises(ValueError, match="group_key"):
+        train_group([small(), small(architecture="784-65-10")], mnist_slice)
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_step_matches_eager(mnist_slice):
+    cfgs = [small(seed=0), small(seed=1, lr=3e-3)]
+    graphed = train_group(cfgs, mnist_slice, "cuda", graphs=True, tf32=False)
+    eager = train_group(cfgs, mnist_slice, "cuda", graphs=False, tf32=False)
+    for g, e in zip(graphed, eager, strict=True):
+        for a, b in zip(g.history, e.history, strict=True):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+            assert a["val_acc"] == pytest.approx(b["val_acc"], abs=2e-3)
