@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from mlplab import config, data, model, optim
 from mlplab.config import RunConfig, apply_overrides, load_suite, parse_architecture, parse_suite
@@ -25,8 +26,8 @@ def test_run_id_is_a_hash_of_the_config():
     assert a.run_id == RunConfig(architecture="512-256", seed=1).run_id
     assert a.run_id != RunConfig(architecture="512-256", seed=2).run_id
     assert a.run_id != RunConfig(architecture="512-256", seed=1, lr=0.01).run_id
-    with pytest.raises(Exception):
-        a.lr = 3  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        a.lr = 3
 
 
 def test_default_init_follows_activation():

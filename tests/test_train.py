@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mlplab.config import RunConfig
-from mlplab.train import resolve_device, train_group
 from mlplab.errors import UserError
+from mlplab.train import resolve_device, train_group
 
 
 def small(**kw):

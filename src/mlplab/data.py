@@ -22,7 +22,6 @@ import pickle
 import struct
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Callable

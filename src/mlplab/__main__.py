@@ -1,0 +1,5 @@
+"""`python -m mlplab` = the `mlplab` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""End to end through the real command line, on a slice of real MNIST."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SUITE = """
+name = "tiny"
+seeds = 2
+[defaults]
+train_size = 2000
+epochs = 3
+batch_size = 100
+[[experiment]]
+name = "narrow"
+architecture = "784-32-10"
+[[experiment]]
+name = "bn"
+architecture = "784-64-32-10"
+batch_norm = true
+dropout = 0.2
+bn_momentum = 0.9
+"""
+
+
+def mlplab(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mlplab", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, mnist):
+    tmp = tmp_path_factory.mktemp("cli")
+    suite = tmp / "tiny.toml"
+    suite.write_text(SUITE)
+    out = tmp / "out"
+    return suite, out, mlplab("run", str(suite), "--out", str(out), "--device", "cpu")
+
+
+def test_run_writes_table_results_runs_and_plots(tiny_run):
+    suite, out, proc = tiny_run
+    assert proc.returncode == 0, proc.stderr
+    for col in ("Architecture", "Model", "Params", "Epochs", "Test loss", "Test accuracy"):
+        assert col in proc.stdout
+    assert "784-64-32-10" in proc.stdout and " ± " in proc.stdout
+    assert "group 1/2" in proc.stderr and "epoch 3/3" in proc.stderr  # plain progress lines
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:13] == ["run_id", "experiment", "architecture", "params", "seed",
+                                  "epochs_run", "best_epoch", "val_loss", "val_acc", "test_loss",
+                                  "test_acc", "train_seconds", "status"]
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"finished"}
+    assert [r["params"] for r in rows] == ["25450"] * 2 + ["53034"] * 2
+    assert all(0.6 < float(r["test_acc"]) < 1 for r in rows), [r["test_acc"] for r in rows]
+    for r in rows:
+        folder = out / "runs" / r["run_id"]
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "config.json", "history.csv", "metrics.json", "weights.safetensors"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
+        assert len(metrics["per_class_acc"]) == 10
+        assert json.loads((folder / "config.json").read_text())["seed"] == int(r["seed"])
+        history = (folder / "history.csv").read_text().splitlines()
+        assert history[0] == "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds"
+        assert len(history) == 4
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["bn.png", "narrow.png", "overlay.png"]
+    assert all((out / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def test_rerun_resumes_and_trains_nothing(tiny_run):
+    suite, out, first = tiny_run
+    before = (out / "results.csv").read_text()
+    again = mlplab("run", str(suite), "--out", str(out), "--device", "cpu")
+    assert again.returncode == 0, again.stderr
+    assert "4 runs, 0 to train" in again.stderr
+    assert (out / "results.csv").read_text() == before
+    more = mlplab("run", str(suite), "--out", str(out), "--device", "cpu", "--seeds", "3",
+                  "--only", "narrow")
+    assert "2 runs" in more.stderr or "3 runs, 1 to train" in more.stderr
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[experiment]]\nname = "x"\nactivation = "swish9"\n')
+    out = tmp_path / "never"
+    proc = mlplab("run", str(bad), "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "activation 'swish9' is not one of: relu" in proc.stderr
+    assert not out.exists()
+    proc = mlplab("run", "quick", "--out", str(out), "--only", "nope")
+    assert proc.returncode == 2 and "not an experiment" in proc.stderr and not out.exists()
+    proc = mlplab("run", "quick", "--epochs", "0")
+    assert proc.returncode == 2 and "--epochs" in proc.stderr
+
+
+def test_summary_prints_the_keras_numbers():
+    proc = mlplab("summary", "seed")
+    assert proc.returncode == 0, proc.stderr
+    assert "Total params: 538,890" in proc.stdout
+    assert "Trainable params: 537,354" in proc.stdout
+    assert "Non-trainable params: 1,536" in proc.stdout
+    assert "Total params: 1,509,706" in proc.stdout
+    assert "Trainable params: 1,505,738" in proc.stdout
+    assert "Non-trainable params: 3,968" in proc.stdout
+
+
+def test_list_and_data_info(mnist):
+    proc = mlplab("list")
+    assert proc.returncode == 0 and all(s in proc.stdout for s in ("seed", "assignment", "quick"))
+    info = mlplab("data", "info")
+    assert info.returncode == 0 and "mnist" in info.stdout and "yes" in info.stdout
+    fetch = mlplab("data", "fetch", "mnist")
+    assert fetch.returncode == 0 and "from cache" in fetch.stdout
