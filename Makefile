@@ -29,7 +29,7 @@ run: $(VENV)/.installed
 	$(BIN)/mlplab run $(SUITE) --out $(OUT)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/python -m pytest

@@ -37,15 +37,23 @@ def plan(cells: list[RunConfig], max_group: int = MAX_GROUP) -> list[Group]:
             for i in range(0, len(cs), max_group)]
 
 
+GALLERY = 36  # misclassified test digits kept per run, for the report
+
+
 def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classes: int,
-                  device: torch.device) -> list[dict]:
-    """Test metrics of each member's final weights, plus the summary fields of results.csv."""
+                  device: torch.device) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
+    """Test metrics of each member's final weights (with the summary fields of results.csv),
+    and each member's first misclassified test digits (images, labels, predictions)."""
     model = StackedMLP([r.cfg for r in results], device)
     for i, r in enumerate(results):
         model.load_member_state(i, r.state)
-    z = logits(model, splits.x_test.to(device))
-    out = []
+    z = logits(model, splits.x_test.to(device)).cpu()
+    out, galleries = [], []
     for i, r in enumerate(results):
+        pred = z[i].argmax(-1)
+        wrong = (pred != splits.y_test).nonzero().flatten()[:GALLERY]
+        galleries.append({"images": splits.x_test[wrong].contiguous(),
+                          "labels": splits.y_test[wrong].contiguous(), "preds": pred[wrong]})
         chosen = r.history[r.best_epoch - 1] if (
             r.cfg.patience and r.cfg.restore_best and r.best_epoch) else r.history[-1]
         total, trainable, frozen = param_counts(r.cfg)
@@ -57,7 +65,7 @@ def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classe
             **test_metrics(z[i], splits.y_test, n_classes),
             "train_seconds": round(r.train_seconds, 3), "status": r.status, "device": str(device),
         })
-    return out
+    return out, galleries
 
 
 def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
@@ -68,7 +76,9 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     out = store.prepare_out(out)
     dev = resolve_device(device)
     cells = suite.cells()
-    todo = [c for c in cells if not store.is_finished(out, c.run_id)]
+    db = store.open_store(out)
+    done = store.finished_ids(db)
+    todo = [c for c in cells if c.run_id not in done]
     groups = plan(todo, max_group)
     emit = progress or (lambda e: None)
     emit({"event": "suite", "suite": suite.name, "cells": len(cells), "todo": len(todo),
@@ -85,10 +95,12 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
         emit({"event": "group", "index": gi, "groups": len(groups), "label": group.label,
               "members": len(group.cfgs), "epochs": max(c.epochs for c in group.cfgs)})
         results = train_group(list(group.cfgs), splits, dev, progress=emit)
-        for r, m in zip(results, final_metrics(results, splits, len(ds.classes), dev), strict=True):
-            store.write_run(out, r.cfg, r.history, m, r.state)
+        metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
+        for r, m, g in zip(results, metrics, galleries, strict=True):
+            store.commit_run(db, out, r.cfg, r.history, m, r.state, {"errors": g})
             emit({"event": "run", "name": r.cfg.name, "seed": r.cfg.seed, "status": r.status,
                   "test_acc": m["test_acc"]})
-    rows = [store.result_row(store.run_dir(out, c.run_id)) for c in cells]
+    rows = store.rows(db, [c.run_id for c in cells])
+    db.close()
     store.write_results(out, rows)
     return rows

@@ -186,6 +186,12 @@ def _member_epoch(res: MemberResult, i: int, model: StackedMLP, bad_streak: list
         bad_streak[i] += 1
     stop = cfg.patience is not None and bad_streak[i] >= cfg.patience
     if stop or row["epoch"] >= cfg.epochs:
-        res.status = "finished"
+        res.status = "diverged" if at_chance(row, cfg.widths[-1]) else "finished"
         if not keep_best:
             res.state = model.member_state(i)
+
+
+def at_chance(row: dict, n_classes: int) -> bool:
+    """A member that ends at chance level learned nothing: accuracy <= 15% with the loss still
+    near ln(classes) (2.30 for 10). Such runs are flagged, kept, and never ranked."""
+    return row["val_acc"] <= 0.15 and row["val_loss"] >= 0.9 * math.log(n_classes)
