@@ -59,7 +59,8 @@ def test_run_writes_table_results_runs_and_plots(tiny_run):
     for r in rows:
         folder = out / "runs" / r["run_id"]
         assert sorted(p.name for p in folder.iterdir()) == [
-            "config.json", "history.csv", "metrics.json", "weights.safetensors"]
+            "config.json", "errors.safetensors", "history.csv", "metrics.json",
+            "weights.safetensors"]
         metrics = json.loads((folder / "metrics.json").read_text())
         assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
         assert len(metrics["per_class_acc"]) == 10

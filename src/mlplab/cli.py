@@ -52,16 +52,55 @@ def list_cmd() -> None:
 @click.option("--data-dir", type=click.Path(), help="folder with the dataset's four IDX files")
 def run(suite, out, epochs, seeds, only, device, data_dir) -> None:
     """Train every configuration of SUITE (built-in name or TOML file) and compare them."""
-    from . import plots, sweep  # torch import is slow: only for commands that train
+    from . import sweep  # torch import is slow: only for commands that train
 
     s = apply_overrides(load_suite(suite), epochs=epochs, seeds=seeds, only=tuple(only))
     with _progress() as progress:
         rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress)
-    out_path = Path(out)
-    plot_paths = plots.loss_plots(out_path, rows)
+    paths = report.write_report(out, [r["run_id"] for r in rows])
     _print_table(report.comparison(rows), f"{s.name}: {len(rows)} runs")
-    console.print(f"results: {out_path / 'results.csv'}   plots: {plot_paths[-1].parent}/ "
-                  f"({len(plot_paths)} files)")
+    console.print(f"results: {Path(out) / 'results.csv'}   plots: {Path(out) / 'plots'}/   "
+                  f"report: {paths['html']}")
+
+
+@cli.command("report")
+@click.argument("out", type=click.Path())
+def report_cmd(out) -> None:
+    """Write OUT/report.html and OUT/report.md from the run store (works on old results)."""
+    paths = report.write_report(out)
+    console.print(f"report: {paths['html']}  {paths['md']}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path())
+@click.option("--where", multiple=True, help="key=value on a result column or config key")
+@click.option("--sort", help="column to sort by; prefix with - for descending")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+def runs(out, where, sort, fmt) -> None:
+    """Query the run store of OUT."""
+    import csv
+    import json
+
+    from . import store
+
+    db = store.read_db(out)
+    found = store.query(db, tuple(where), sort)
+    db.close()
+    if fmt == "json":
+        print(json.dumps([{k: r[k] for k in store.COLUMNS} | {"config": json.loads(r["config"])}
+                          for r in found], indent=2))
+    elif fmt == "csv":
+        w = csv.DictWriter(sys.stdout, fieldnames=store.COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(found)
+    else:
+        table = Table(*("run_id", "experiment", "seed", "epochs", "val_acc", "test_acc",
+                        "status"), title=f"{len(found)} runs")
+        for r in found:
+            table.add_row(r["run_id"], escape(r["experiment"]), str(r["seed"]),
+                          str(r["epochs_run"]), f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}",
+                          r["status"])
+        console.print(table)
 
 
 @cli.command()
@@ -109,17 +148,12 @@ def data_info() -> None:
     console.print(table)
 
 
-def _print_table(rows: list[dict], title: str) -> None:
-    table = Table(title=title)
-    for col in ("Architecture", "Model", "Params", "n", "Epochs", "Val accuracy", "Test loss",
-                "Test accuracy"):
-        table.add_column(col, justify="left" if col in ("Architecture", "Model") else "right")
-    for r in rows:
-        flag = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-        table.add_row(r["architecture"], escape(r["experiment"] + flag), f"{r['params']:,}", str(r["n"]),
-                      f"{r['epochs']:.0f}", report.fmt(r["val_acc"], r["val_acc_std"], r["n"]),
-                      report.fmt(r["test_loss"], r["test_loss_std"], r["n"]),
-                      report.fmt(r["test_acc"], r["test_acc_std"], r["n"]))
+def _print_table(table_data: list[dict], title: str) -> None:
+    table = Table(title=title, caption=report.FOOTER, caption_justify="left")
+    for key, col in report.COLUMNS:
+        table.add_column(col, justify="left" if key in ("experiment", "architecture") else "right")
+    for row in report.table_rows(table_data):
+        table.add_row(*(escape(row[key]) for key, _ in report.COLUMNS))
     console.print(table)
 
 

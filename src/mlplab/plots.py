@@ -1,8 +1,9 @@
-"""Figures from stored run folders: the notebook's train-vs-validation loss plot per experiment
-(mean over seeds, with the seed range as a band) and one overlay of every experiment."""
+"""Figures. Each function takes plain data and returns a matplotlib Figure; `save` writes a PNG
+atomically and `png` gives its bytes (for the self-contained HTML report)."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -11,63 +12,123 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from . import store  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "experiment"
 
 
-def _curves(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, min, max over seeds of one column, up to the shortest history (early stopping)."""
+def band(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds of one column, up to the shortest history."""
     n = min(len(h) for h in histories)
-    arr = np.array([[row[key] for row in h[:n]] for h in histories])
+    arr = np.array([[row[key] for row in h[:n]] for h in histories], dtype=float)
     return arr.mean(0), arr.min(0), arr.max(0)
 
 
-def experiment_histories(out: Path, rows: list[dict]) -> dict[str, list[list[dict]]]:
-    by_exp: dict[str, list[list[dict]]] = {}
-    for r in rows:
-        run = store.read_run(store.run_dir(out, r["run_id"]))
-        if run["history"]:
-            by_exp.setdefault(r["experiment"], []).append(run["history"])
-    return by_exp
+def _curve(ax, histories, key, color, label):
+    mean, lo, hi = band(histories, key)
+    epochs = np.arange(1, len(mean) + 1)
+    ax.plot(epochs, mean, color=color, label=label)
+    if len(histories) > 1:
+        ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, linewidth=0)
 
 
-def loss_plots(out: Path, rows: list[dict]) -> list[Path]:
-    """OUT/plots/<experiment>.png for each experiment, and OUT/plots/overlay.png."""
-    folder = out / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
-    by_exp = experiment_histories(out, rows)
-    paths = []
-    for name, hs in by_exp.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, color in (("train_loss", "tab:blue"), ("val_loss", "tab:orange")):
-            mean, lo, hi = _curves(hs, key)
-            epochs = np.arange(1, len(mean) + 1)
-            ax.plot(epochs, mean, color=color, label=key.replace("_", " "))
-            if len(hs) > 1:
-                ax.fill_between(epochs, lo, hi, color=color, alpha=0.2)
-        ax.set(title=f"{name} (n={len(hs)})", xlabel="epoch", ylabel="cross-entropy loss")
-        ax.legend()
+def loss_plot(name: str, histories: list[list[dict]]) -> Figure:
+    """The notebook's plot: train vs validation loss per epoch (mean; seed range shaded)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _curve(ax, histories, "train_loss", "tab:blue", "train loss")
+    _curve(ax, histories, "val_loss", "tab:orange", "validation loss")
+    ax.set(title=f"{name} (n={len(histories)})", xlabel="epoch", ylabel="cross-entropy loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def curves_plot(name: str, histories: list[list[dict]]) -> Figure:
+    """Loss and accuracy, train and validation, mean over seeds with the seed range as a band."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, color in (("train", "tab:blue"), ("val", "tab:orange")):
+        _curve(a, histories, f"{key}_loss", color, f"{key} loss")
+        _curve(b, histories, f"{key}_acc", color, f"{key} accuracy")
+    a.set(xlabel="epoch", ylabel="loss")
+    b.set(xlabel="epoch", ylabel="accuracy")
+    for ax in (a, b):
         ax.grid(alpha=0.3)
-        paths.append(_save(fig, folder / f"{slug(name)}.png"))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, hs in by_exp.items():
-        mean, _, _ = _curves(hs, "val_loss")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{name}  (n={len(histories)} seeds)")
+    return fig
+
+
+def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "val_loss") -> Figure:
+    """One mean curve per configuration."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, hs in by_name.items():
+        mean, _, _ = band(hs, key)
         ax.plot(np.arange(1, len(mean) + 1), mean, label=name)
-    ax.set(title="validation loss, every experiment", xlabel="epoch", ylabel="val loss")
+    ax.set(title=title, xlabel="epoch", ylabel=key.replace("_", " "))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    paths.append(_save(fig, folder / "overlay.png"))
-    return paths
+    return fig
 
 
-def _save(fig, path: Path) -> Path:
+def params_plot(table: list[dict]) -> Figure:
+    """Test accuracy (mean +- std over seeds) against parameter count."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in table:
+        if r["ranked"]:
+            ax.errorbar(r["params"], r["test_acc"], yerr=r["test_acc_std"], fmt="o", capsize=3)
+            ax.annotate(r["experiment"], (r["params"], r["test_acc"]), fontsize=6,
+                        xytext=(4, 2), textcoords="offset points")
+    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy",
+           title="accuracy vs size (error bars: std over seeds)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def confusion_plot(cm: list[list[int]], classes: tuple[str, ...], title: str) -> Figure:
+    m = np.array(cm)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(np.log1p(m), cmap="Blues")
+    for i in range(len(m)):
+        for j in range(len(m)):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set(xticks=range(len(m)), yticks=range(len(m)), xticklabels=classes, yticklabels=classes,
+           xlabel="predicted", ylabel="true", title=title)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def gallery_plot(images: np.ndarray, labels: list[int], preds: list[int], title: str,
+                 cols: int = 9) -> Figure:
+    """Digits [n, 784] uint8 with 'true -> predicted' under each."""
+    n = max(len(images), 1)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, y, p in zip(axes.flat, images, labels, preds, strict=False):
+        side = int(round(len(img) ** 0.5))
+        ax.imshow(img.reshape(side, side), cmap="gray_r")
+        ax.set_title(f"{y} → {p}", fontsize=8, color="tab:red")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
+    return buf.getvalue()
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write fig as PNG via a temporary file (never a half-written image)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(png(fig))
     tmp.replace(path)
     return path

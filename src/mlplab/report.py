@@ -1,44 +1,202 @@
-"""Comparison tables from stored results: one row per experiment, mean +- std over seeds."""
+"""Comparison tables and the report, built from the run store only (so old results re-report).
+
+Configurations are compared over seeds: mean +- std and n, ranked by mean validation accuracy
+(never by test accuracy), and each is tested against the best with Welch's t-test: p >= ALPHA
+means "not distinguishable from the best with these seeds". Diverged runs are counted and shown
+but never enter the means or the ranking.
+"""
 
 from __future__ import annotations
 
-import statistics
+import base64
+import datetime as dt
+import json
+from importlib import resources
 from pathlib import Path
 
-from . import store
+import jinja2
 
+from . import data as data_mod
+from . import plots, store
+from .errors import UserError
+from .stats import mean_std, welch
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [float(v) for v in values]
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+ALPHA = 0.05
+METRICS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_seconds", "epochs_run")
+FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard deviation over seeds. "
+          f"≈ marks configurations not distinguishable from the best (Welch's t-test on "
+          f"validation accuracy, two-sided, p ≥ {ALPHA}); n/a: fewer than 2 seeds, no test "
+          f"possible. Diverged runs (non-finite loss, or chance level: accuracy ≤ 15% with loss "
+          f"near ln 10) are listed but never averaged or ranked.")
 
 
 def comparison(rows: list[dict]) -> list[dict]:
-    """Group results.csv rows by experiment (suite order kept): n, params, epochs and
-    mean/std of val and test metrics. Diverged runs are counted but left out of the means."""
+    """One entry per configuration (experiment name): n, diverged, mean/std of METRICS over the
+    finished runs, rank, p-value against the best, and a marker ('best', '≈', '', 'n/a')."""
     by_exp: dict[str, list[dict]] = {}
     for r in rows:
         by_exp.setdefault(r["experiment"], []).append(r)
     table = []
     for name, rs in by_exp.items():
-        ok = [r for r in rs if r["status"] == "finished"] or rs
+        ok = [r for r in rs if r["status"] == "finished"]
         entry = {"experiment": name, "architecture": rs[0]["architecture"],
-                 "params": int(rs[0]["params"]), "n": len(rs),
-                 "diverged": sum(r["status"] == "diverged" for r in rs),
-                 "epochs": statistics.fmean(float(r["epochs_run"]) for r in ok)}
-        for key in ("val_loss", "val_acc", "test_loss", "test_acc", "train_seconds"):
-            entry[key], entry[f"{key}_std"] = _mean_std([r[key] for r in ok])
+                 "params": int(rs[0]["params"]), "n": len(ok), "runs": len(rs),
+                 "diverged": len(rs) - len(ok), "ranked": bool(ok),
+                 "val_accs": [float(r["val_acc"]) for r in ok],
+                 "run_ids": [r["run_id"] for r in rs]}
+        for key in METRICS:
+            entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in ok])
         table.append(entry)
-    return table
+    ranked = sorted((e for e in table if e["ranked"]), key=lambda e: -e["val_acc"])
+    for i, e in enumerate(ranked):
+        e["rank"] = i + 1
+    for e in table:
+        e.setdefault("rank", None)
+        e["p"], e["marker"] = None, ""
+    if ranked:
+        best = ranked[0]
+        best["marker"] = "best"
+        for e in ranked[1:]:
+            p = welch(best["val_accs"], e["val_accs"])
+            e["p"] = None if p != p else p
+            e["marker"] = "n/a" if e["p"] is None else ("≈" if p >= ALPHA else "")
+    return ranked + [e for e in table if not e["ranked"]]
 
 
 def fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
-    """'0.9843' for one seed, '0.9843 ± 0.0012' for several."""
+    """'0.9843' for one seed, '0.9843 ± 0.0012' for several, '—' for none."""
+    if n == 0 or mean != mean:
+        return "—"
     return f"{mean:.{digits}f}" if n <= 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def load_rows(out: Path) -> list[dict]:
-    """results.csv rows of every finished run folder in OUT (for reports on old results)."""
-    folders = sorted((out / "runs").glob("*/metrics.json"))
-    return [store.result_row(f.parent) for f in folders]
+def table_rows(table: list[dict]) -> list[dict]:
+    """Display strings for one comparison table (shared by the terminal, HTML and Markdown)."""
+    out = []
+    for e in table:
+        n = e["n"]
+        out.append({
+            "rank": str(e["rank"] or "–"), "experiment": e["experiment"],
+            "architecture": e["architecture"], "params": f"{e['params']:,}",
+            "n": str(n) + (f" (+{e['diverged']} diverged)" if e["diverged"] else ""),
+            "epochs": "—" if not n else f"{e['epochs_run']:.0f}",
+            "val_acc": fmt(e["val_acc"], e["val_acc_std"], n),
+            "val_loss": fmt(e["val_loss"], e["val_loss_std"], n),
+            "test_acc": fmt(e["test_acc"], e["test_acc_std"], n),
+            "test_loss": fmt(e["test_loss"], e["test_loss_std"], n),
+            "seconds": "—" if not n else f"{e['train_seconds']:.0f}",
+            "vs_best": e["marker"] + (f" p={e['p']:.2f}" if e["p"] is not None else ""),
+        })
+    return out
+
+
+COLUMNS = (("rank", "#"), ("experiment", "Model"), ("architecture", "Architecture"),
+           ("params", "Params"), ("n", "n"), ("epochs", "Epochs"), ("val_acc", "Val accuracy"),
+           ("test_loss", "Test loss"), ("test_acc", "Test accuracy"), ("seconds", "Train s"),
+           ("vs_best", "vs best"))
+
+
+def _classes(rows: list[dict]) -> tuple[str, ...]:
+    name = json.loads(rows[0]["config"])["dataset"]
+    spec = data_mod.DATASETS.get(name)
+    n = len(json.loads(rows[0]["metrics"])["per_class_acc"])
+    return spec.classes if spec else tuple(str(i) for i in range(n))
+
+
+def build(out: Path, run_ids: list[str] | None = None) -> dict:
+    """Everything the report shows, as data and figures (bytes), from the store only."""
+    db = store.read_db(out)
+    rows = store.rows(db, run_ids)
+    histories = {r["run_id"]: store.history(db, r["run_id"]) for r in rows}
+    db.close()
+    if not rows:
+        raise UserError(f"{out}: the store has no finished runs yet")
+    table = comparison(rows)
+    by_exp = {e["experiment"]: [histories[i] for i in e["run_ids"] if histories[i]] for e in table}
+    figs: dict[str, list[tuple[str, bytes]]] = {"curves": [], "overlays": []}
+    for name, hs in by_exp.items():
+        figs["curves"].append((name, plots.png(plots.curves_plot(name, hs))))
+    families: dict[str, dict] = {}
+    for name, hs in by_exp.items():
+        families.setdefault(name.split("[")[0], {})[name] = hs
+    for fam, members in families.items():
+        figs["overlays"].append((fam, plots.png(plots.overlay_plot(f"{fam}: validation loss", members))))
+    if len(families) > 1:
+        figs["overlays"].append(("all", plots.png(plots.overlay_plot("every configuration", by_exp))))
+    figs["params"] = [("accuracy vs parameters", plots.png(plots.params_plot(table)))]
+    best_run = _best_run(table, rows)
+    if best_run:
+        metrics = json.loads(best_run["metrics"])
+        title = f"{best_run['experiment']} seed {best_run['seed']}"
+        figs["confusion"] = [(title, plots.png(plots.confusion_plot(
+            metrics["confusion_matrix"], _classes(rows), f"confusion matrix: {title}")))]
+        errors = store.run_dir(out, best_run["run_id"]) / "errors.safetensors"
+        if errors.is_file():
+            g = store.read_tensors(errors)
+            figs["gallery"] = [(title, plots.png(plots.gallery_plot(
+                g["images"].numpy(), g["labels"].tolist(), g["preds"].tolist(),
+                f"misclassified test digits (true → predicted): {title}")))]
+    return {"table": table, "rows": table_rows(table), "figs": figs, "runs": len(rows),
+            "devices": sorted({r["device"] or "?" for r in rows}), "best": best_run,
+            "histories": by_exp}
+
+
+def _best_run(table: list[dict], rows: list[dict]) -> dict | None:
+    """The best configuration's run with the highest validation accuracy."""
+    ranked = [e for e in table if e["ranked"]]
+    if not ranked:
+        return None
+    ids = set(ranked[0]["run_ids"])
+    cands = [r for r in rows if r["run_id"] in ids and r["status"] == "finished"]
+    return max(cands, key=lambda r: r["val_acc"])
+
+
+def write_report(out: str | Path, run_ids: list[str] | None = None) -> dict[str, Path]:
+    """OUT/report.html (self-contained: images inline), OUT/report.md (+ OUT/report_files/),
+    and OUT/plots/<experiment>.png + overlay.png."""
+    out = Path(out)
+    rep = build(out, run_ids)
+    # The notebook's figures as plain files: train vs validation loss per experiment + overlay.
+    for name, hs in rep["histories"].items():
+        plots.save(plots.loss_plot(name, hs), out / "plots" / f"{plots.slug(name)}.png")
+    plots.save(plots.overlay_plot("validation loss, every experiment", rep["histories"]),
+               out / "plots" / "overlay.png")
+    files = out / "report_files"
+    for old in files.glob("*.png"):  # figures of an earlier report must not linger
+        old.unlink()
+    md_images: dict[str, list[tuple[str, str]]] = {}
+    for section, items in rep["figs"].items():
+        for i, (caption, data) in enumerate(items):
+            path = files / f"{section}-{i:02d}-{plots.slug(caption)}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            store.write_bytes_atomic(path, data)
+            md_images.setdefault(section, []).append((caption, f"report_files/{path.name}"))
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string(
+        (resources.files("mlplab") / "templates" / "report.html.j2").read_text())
+    b64 = {s: [(c, base64.b64encode(d).decode()) for c, d in items] for s, items in rep["figs"].items()}
+    created = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    html = template.render(rep=rep, figs=b64, columns=COLUMNS, footer=FOOTER, out=str(out),
+                           created=created)
+    store.write_text_atomic(out / "report.html", html)
+    store.write_text_atomic(out / "report.md", _markdown(rep, md_images, created))
+    return {"html": out / "report.html", "md": out / "report.md"}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(t for _, t in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(r[k].replace("|", "\\|") for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def _markdown(rep: dict, images: dict[str, list[tuple[str, str]]], created: str) -> str:
+    parts = [f"# mlplab report\n\n{rep['runs']} runs on {', '.join(rep['devices'])}, {created}.\n",
+             "## Comparison\n", markdown_table(rep["rows"]), f"\n{FOOTER}\n"]
+    titles = {"curves": "Learning curves", "overlays": "Overlays", "params": "Accuracy vs size",
+              "confusion": "Best model: confusion matrix", "gallery": "Best model: misclassified digits"}
+    for section, title in titles.items():
+        if section in images:
+            parts.append(f"## {title}\n")
+            parts += [f"![{c}]({p})\n" for c, p in images[section]]
+    return "\n".join(parts)

@@ -101,11 +101,16 @@ def _csv_text(rows: list[dict], fields: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
 
 
 def commit_run(db: sqlite3.Connection, out: Path, cfg: RunConfig, history: list[dict],
