@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def slug(name: str) -> str:
@@ -30,6 +31,7 @@ def _curve(ax, histories, key, color, label):
     mean, lo, hi = band(histories, key)
     epochs = np.arange(1, len(mean) + 1)
     ax.plot(epochs, mean, color=color, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if len(histories) > 1:
         ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, linewidth=0)
 
@@ -66,6 +68,7 @@ def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "v
     for name, hs in by_name.items():
         mean, _, _ = band(hs, key)
         ax.plot(np.arange(1, len(mean) + 1), mean, label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(title=title, xlabel="epoch", ylabel=key.replace("_", " "))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

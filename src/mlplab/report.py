@@ -84,7 +84,7 @@ def table_rows(table: list[dict]) -> list[dict]:
             "val_loss": fmt(e["val_loss"], e["val_loss_std"], n),
             "test_acc": fmt(e["test_acc"], e["test_acc_std"], n),
             "test_loss": fmt(e["test_loss"], e["test_loss_std"], n),
-            "seconds": "—" if not n else f"{e['train_seconds']:.0f}",
+            "seconds": "—" if not n else f"{e['train_seconds']:.{0 if e['train_seconds'] >= 10 else 1}f}",
             "vs_best": e["marker"] + (f" p={e['p']:.2f}" if e["p"] is not None else ""),
         })
     return out
