@@ -12,8 +12,9 @@ from mlplab.model import StackedMLP, init_member, param_counts
 def cfgs_for(**kw):
     base = dict(architecture="784-16-12-10", seed=0)
     base.update(kw)
-    return [RunConfig(**{**base, "seed": s, "bn_momentum": m, "bn_epsilon": e})
-            for s, m, e in ((0, 0.99, 1e-3), (1, 0.9, 1e-5), (2, 0.5, 1e-2))]
+    # BN momentum/epsilon are shared by a group (group key); the rest differs per member
+    return [RunConfig(**{**base, "seed": s, "bn_momentum": 0.8, "bn_epsilon": 1e-2, "init": i})
+            for s, i in ((0, "he_normal"), (1, "glorot_uniform"), (2, "lecun_normal"))]
 
 
 def test_keras_parameter_counts():
@@ -128,7 +129,7 @@ def test_member_state_roundtrip():
     m = StackedMLP(cfgs_for(batch_norm=True))
     state = m.member_state(2)
     assert set(state) >= {"w0", "b0", "gamma0", "beta0", "mean0", "var0"}
-    # same config (BN epsilon is config, not state), another seed: other weights until loaded
+    # same config, another seed: other weights until loaded
     other = StackedMLP([cfgs_for(batch_norm=True)[2].model_copy(update={"seed": 99})])
     x = torch.randn(1, 8, 784)
     m.eval()

@@ -28,10 +28,18 @@ REF = {
 }
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("name", sorted(REF))
-def test_stacked_optimizer_matches_torch_optim(name):
+def test_stacked_optimizer_matches_torch_optim(name, fused, monkeypatch):
+    from mlplab.optim import OPTIMIZERS
+
+    if fused and not OPTIMIZERS[name].fused:
+        pytest.skip("no fused kernel for this optimizer")
+    monkeypatch.setattr(OPTIMIZERS[name], "fused", fused)  # both paths follow torch.optim
     # nesterov needs momentum > 0 in torch: give that member 0.1 instead of 0
     hps = [dict(h, momentum=h["momentum"] or 0.1) for h in HP] if name == "nesterov" else HP
+    # members 0 and 1 share settings (one fused bucket), member 2 differs (a second one)
+    hps = [hps[0], hps[0], hps[2]] if fused else hps
     cfgs = [RunConfig(optimizer=name, **h) for h in hps]
     gen = torch.Generator().manual_seed(0)
     shapes = [(3, 7, 5), (3, 1, 5)]

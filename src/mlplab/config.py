@@ -98,6 +98,7 @@ class RunConfig(Frozen):
     eps: float = Field(1e-7, gt=0)  # Keras default
     rho: float = Field(0.9, gt=0, lt=1)  # rmsprop decay
     # loop
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls (opt-in)
     batch_size: int = Field(128, gt=0)
     epochs: int = Field(10, gt=0)
     patience: int | None = Field(None, gt=0, description="early stopping on val_loss; None = off")
@@ -166,8 +167,8 @@ class RunConfig(Frozen):
         Everything else (seed, lr, weight decay, dropout rate, init, epochs, patience) may differ:
         a member with dropout 0 draws masks of ones, so it trains exactly as it would alone."""
         return (self.dataset, self.validation, self.val_size, self.train_size, self.widths,
-                self.activation, self.batch_norm, self.bn_position, self.optimizer,
-                self.batch_size)
+                self.activation, self.batch_norm, self.bn_position, self.bn_momentum,
+                self.bn_epsilon, self.optimizer, self.batch_size, self.precision)
 
 
 def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:

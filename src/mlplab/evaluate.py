@@ -21,7 +21,8 @@ def logits(model: StackedMLP, x_u8: torch.Tensor, chunk: int = 8192) -> torch.Te
     out = []
     for start in range(0, len(x_u8), chunk):
         xb = as_input(x_u8[start:start + chunk])
-        out.append(model(xb.unsqueeze(0).expand(model.k, -1, -1)))
+        with model.autocast():
+            out.append(model(xb.unsqueeze(0).expand(model.k, -1, -1)).float())
     model.train(was_training)
     return torch.cat(out, dim=1)
 

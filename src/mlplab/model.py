@@ -10,6 +10,7 @@ course notebook (BatchNorm after ReLU, then Dropout). The last layer is Dense on
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -98,11 +99,21 @@ class StackedMLP(nn.Module):
                 self.register_parameter(key, nn.Parameter(stacked))
         per = lambda f: torch.tensor([f(c) for c in cfgs], device=device).view(-1, 1, 1)  # noqa: E731
         self.register_buffer("p_drop", per(lambda c: c.dropout))
-        # Keras momentum m keeps m of the old statistic; torch's momentum is 1 - m.
-        self.register_buffer("bn_keep", per(lambda c: c.bn_momentum))
-        self.register_buffer("bn_eps", per(lambda c: c.bn_epsilon))
         self.any_dropout = any(c.dropout > 0 for c in cfgs)
+        rates = {c.dropout for c in cfgs}
+        self.same_dropout = rates.pop() if len(rates) == 1 else None
+        # BatchNorm momentum and epsilon are part of the group key: one native call for all.
+        # Keras momentum m keeps m of the old statistic; torch's momentum is 1 - m.
+        self.bn_torch_momentum, self.bn_eps_value = 1 - first.bn_momentum, first.bn_epsilon
         self.n_layers = len(self.widths) - 1
+        self.precision = first.precision
+
+    def autocast(self):
+        """bf16 autocast for the matmuls when the config asks for it (CPU or CUDA); weights,
+        optimizer state and BatchNorm statistics stay fp32."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.w0.device.type, dtype=torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [K, B, in] float -> logits [K, B, classes]."""
@@ -118,25 +129,28 @@ class StackedMLP(nn.Module):
             if self.batch_norm and self.bn_position == "after":
                 h = self._bn(h, i)
             if self.training and self.any_dropout:
-                # Independent masks per member; rate 0 gives a mask of ones (exact identity).
-                keep = 1.0 - self.p_drop
-                h = h * (torch.rand_like(h) < keep) / keep
+                h = self._dropout(h)
         return h
 
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        """Independent masks per member. One shared rate: torch's fused dropout. Mixed rates:
+        a Bernoulli mask with each member's keep probability (rate 0 keeps everything, so such a
+        member computes exactly what it computes alone)."""
+        if self.same_dropout is not None:
+            return F.dropout(h, self.same_dropout, training=True)
+        keep = 1.0 - self.p_drop
+        return h * torch.bernoulli(keep.expand_as(h)) / keep
+
     def _bn(self, h: torch.Tensor, i: int) -> torch.Tensor:
-        """BatchNorm per member over the batch axis. h [K, B, H]."""
-        gamma, beta = getattr(self, f"gamma{i}"), getattr(self, f"beta{i}")
-        mean_buf, var_buf = getattr(self, f"mean{i}"), getattr(self, f"var{i}")
-        if self.training:
-            var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
-            with torch.no_grad():
-                n = h.shape[1]
-                unbiased = var * (n / max(n - 1, 1))  # running variance is unbiased, as in torch
-                mean_buf.lerp_(mean, 1 - self.bn_keep)
-                var_buf.lerp_(unbiased, 1 - self.bn_keep)
-        else:
-            mean, var = mean_buf, var_buf
-        return (h - mean) * torch.rsqrt(var + self.bn_eps) * gamma + beta
+        """BatchNorm per member over the batch axis, h [K, B, H], as ONE native batch_norm over
+        K*H features: [K, B, H] -> [B, K*H] puts each member's features in their own columns, so
+        statistics never mix members (and for K = 1 it is a free view)."""
+        k, b, width = h.shape
+        flat = h.transpose(0, 1).reshape(b, k * width)
+        out = F.batch_norm(flat, getattr(self, f"mean{i}").view(-1), getattr(self, f"var{i}").view(-1),
+                           getattr(self, f"gamma{i}").view(-1), getattr(self, f"beta{i}").view(-1),
+                           self.training, self.bn_torch_momentum, self.bn_eps_value)
+        return out.view(b, k, width).transpose(0, 1)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's parameters and buffers (no K axis), detached CPU copies."""
@@ -164,8 +178,8 @@ class StackedMLP(nn.Module):
                 break
             bn = None
             if self.batch_norm:
-                bn = nn.BatchNorm1d(fo, eps=float(self.bn_eps[k]),
-                                    momentum=1 - float(self.bn_keep[k]), **like)
+                bn = nn.BatchNorm1d(fo, eps=self.bn_eps_value, momentum=self.bn_torch_momentum,
+                                    **like)
                 with torch.no_grad():
                     bn.weight.copy_(getattr(self, f"gamma{i}")[k, 0])
                     bn.bias.copy_(getattr(self, f"beta{i}")[k, 0])

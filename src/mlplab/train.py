@@ -68,7 +68,9 @@ class Step:
         k, b = idx.shape
         xb = as_input(self.x[idx])  # [K, b, in]
         yb = self.y[idx]  # [K, b]
-        z = self.model(xb)
+        with self.model.autocast():
+            z = self.model(xb)
+        z = z.float()
         loss = F.cross_entropy(z.reshape(k * b, -1), yb.reshape(-1), reduction="none")
         loss = loss.view(k, b).mean(1)  # [K]: members' losses are independent terms of the sum
         grads = torch.autograd.grad(loss.sum(), self.params)

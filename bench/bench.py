@@ -1,0 +1,296 @@
+"""mlplab benchmark: seconds per epoch against plain PyTorch, Keras 3 (when installed) and the
+matmul floor, group throughput, and peak memory — all on the same data and device, in one run.
+
+    python bench/bench.py [--device auto|cpu|cuda] [--epochs 2] [--train-size N] [--out DIR]
+
+Each measurement runs in its own subprocess (so peak memory is that configuration's own) and
+times whole epochs: one pass over the training split plus evaluation of the 10,000 validation
+images, which is what every contender has to do per epoch. The first epoch is warm-up; the
+reported number is the median of the rest. Writes bench/results/<device>-<date>.json and prints
+a Markdown table with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODELS = {
+    # the seed suite's model 1 and model 3 (Keras-faithful settings)
+    "m1": dict(architecture="784-512-256-10", batch_norm=True, dropout=0.0),
+    "m3": dict(architecture="784-1024-512-256-128-64-10", batch_norm=True, dropout=0.5),
+}
+COMMON = dict(activation="relu", init="random_normal", init_stddev=[0.039, 0.55], optimizer="adam",
+              lr=1e-3, eps=1e-7, batch_size=128)
+
+
+# ----------------------------------------------------------------------------------------------
+# one measurement (child process)
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    with open("/proc/self/status") as f:  # peak resident set of this process
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _splits(args):
+    from mlplab import data
+
+    ds = data.load("mnist")
+    return data.split(ds, "split", 10_000, args.train_size)
+
+
+def run_mlplab(args, device, model, k):
+    from mlplab.config import RunConfig
+    from mlplab.train import train_group
+
+    cfgs = [RunConfig(**COMMON, **MODELS[model], epochs=args.epochs, seed=s,
+                      precision=args.precision) for s in range(k)]
+    res = train_group(cfgs, _splits(args), device)
+    return [h["seconds"] for h in res[0].history]
+
+
+def run_eager(args, device, model, k):
+    """The obvious PyTorch code a user would write: nn.Sequential, torch.optim.Adam,
+    per-batch indexing of a float tensor, loss.backward(), then a no-grad validation pass."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    spec = MODELS[model]
+    widths = [int(w) for w in spec["architecture"].split("-")]
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers += [nn.ReLU(), nn.BatchNorm1d(widths[i + 1], momentum=0.01, eps=1e-3)]
+            if spec["dropout"]:
+                layers.append(nn.Dropout(spec["dropout"]))
+    net = nn.Sequential(*layers).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+    s = _splits(args)
+    x = s.x_train.float().div(255).to(device)
+    y = s.y_train.to(device)
+    xv, yv = s.x_val.float().div(255).to(device), s.y_val.to(device)
+    times = []
+    for _ in range(args.epochs):
+        _sync(device)
+        t0 = time.perf_counter()
+        net.train()
+        perm = torch.randperm(len(x), device=device)
+        for i in range(0, len(x), 128):
+            idx = perm[i:i + 128]
+            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            acc = (net(xv).argmax(1) == yv).float().mean().item()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    assert acc > 0.5
+    return times
+
+
+def run_keras(args, device, model, k):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras  # noqa: F401  (optional extra: pip install -e ".[bench]")
+    from keras import layers
+
+    spec = MODELS[model]
+    widths = [int(w) for w in spec["architecture"].split("-")]
+    net = keras.Sequential([keras.Input((784,))])
+    for i, w in enumerate(widths[1:]):
+        last = i == len(widths) - 2
+        std = 0.039 if i == 0 else 0.55
+        net.add(layers.Dense(w, activation=None if last else "relu",
+                             kernel_initializer=keras.initializers.RandomNormal(0, std)))
+        if not last:
+            net.add(layers.BatchNormalization())
+            if spec["dropout"]:
+                net.add(layers.Dropout(spec["dropout"]))
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"])
+    s = _splits(args)
+    x, y = s.x_train.float().div(255).numpy(), s.y_train.numpy()
+    xv, yv = s.x_val.float().div(255).numpy(), s.y_val.numpy()
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
+    net.fit(x, y, batch_size=128, epochs=args.epochs, validation_data=(xv, yv), verbose=0,
+            callbacks=[Timer()])
+    return times
+
+
+def run_floor(args, device, model, k):
+    """The same matrix products alone: per step, the forward product of every layer and the two
+    backward products (input gradient, except for the first layer, and weight gradient), plus
+    the validation forward products; nothing else."""
+    import torch
+
+    widths = [int(w) for w in MODELS[model]["architecture"].split("-")]
+    n = args.train_size or 50_000
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.randn(a, b, generator=g).to(device) * 0.05 for a, b in zip(widths, widths[1:])]
+    batch = torch.randn(128, 784, generator=g).to(device)
+    outs = [torch.randn(128, w, generator=g).to(device) for w in widths]
+    val = torch.randn(2048, 784, generator=g).to(device)
+    steps, val_chunks = (n + 127) // 128, 10_000 // 2048 + 1
+    times = []
+    for _ in range(args.epochs):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            h = batch
+            for w in ws:
+                h = h @ w  # forward
+            for i, w in enumerate(ws):
+                _ = outs[i].T @ outs[i + 1]  # weight gradient [in, out]
+                if i:
+                    _ = outs[i + 1] @ w.T  # input gradient
+        for _ in range(val_chunks):
+            h = val
+            for w in ws:
+                h = h @ w
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+RUNNERS = {"mlplab": run_mlplab, "eager": run_eager, "keras": run_keras, "floor": run_floor}
+
+
+def child(args) -> None:
+    import torch
+
+    from mlplab.train import resolve_device
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    times = RUNNERS[args.runner](args, device, args.model, args.k)
+    _sync(device)
+    warm = times[1:] or times
+    print(json.dumps({"seconds_per_epoch": statistics.median(warm), "epochs": times,
+                      "peak_mb": _peak_mb(device)}))
+
+
+# ----------------------------------------------------------------------------------------------
+# the driver
+
+
+def measure(args, runner, model, k=1) -> dict | None:
+    cmd = [sys.executable, __file__, "--child", runner, "--model", model, "--k", str(k),
+           "--device", args.device, "--epochs", str(args.epochs), "--precision", args.precision]
+    if args.train_size:
+        cmd += ["--train-size", str(args.train_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  {runner} {model} k={k}: skipped ({last})", file=sys.stderr)
+        return None
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"  {runner:7s} {model} k={k:<3d} {result['seconds_per_epoch']:.3f} s/epoch  "
+          f"peak {result['peak_mb']:.0f} MB", file=sys.stderr)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--epochs", type=int, default=3, help="per measurement; the first is warm-up")
+    p.add_argument("--train-size", type=int, default=None, help="default: all 50,000")
+    p.add_argument("--groups", default=None, help="group sizes, e.g. 1,4,16 (default by device)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model", default="m1", help=argparse.SUPPRESS)
+    p.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        args.runner = args.child
+        return child(args)
+
+    import torch
+
+    from mlplab.train import resolve_device
+
+    device = resolve_device(args.device)
+    groups = [int(g) for g in args.groups.split(",")] if args.groups else (
+        [1, 4, 16, 64] if device.type == "cuda" else [1, 4, 16])
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"benchmark on {device.type} ({name}), {torch.get_num_threads()} threads, "
+          f"{args.epochs} epochs per measurement", file=sys.stderr)
+    single = {m: {r: measure(args, r, m) for r in RUNNERS} for m in MODELS}
+    grouped = {}
+    for k in groups:
+        r = measure(args, "mlplab", "m1", k)
+        if r:
+            grouped[k] = {**r, "model_epochs_per_s": k / r["seconds_per_epoch"]}
+    result = {"device": device.type, "device_name": name, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "date": dt.datetime.now().isoformat(timespec="seconds"),
+              "train_size": args.train_size or 50_000, "epochs": args.epochs,
+              "precision": args.precision, "single": single, "groups": grouped}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{device.type}-{dt.date.today().isoformat()}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"\nwritten: {path}", file=sys.stderr)
+
+
+def markdown(r: dict) -> str:
+    """The README table: seconds per epoch and ratios, then group throughput."""
+    lines = [f"Device: {r['device']} ({r['device_name']}, {r['threads']} threads), torch "
+             f"{r['torch']}, {r['train_size']:,} training images, {r['precision']}, {r['date']}.", "",
+             "| model | mlplab s/epoch | plain PyTorch | Keras 3 | matmul floor | "
+             "mlplab vs PyTorch | mlplab vs Keras | mlplab / floor | peak MB (mlplab / PyTorch) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    sec = lambda d: d["seconds_per_epoch"] if d else None  # noqa: E731
+    for model, res in r["single"].items():
+        m, e, k, f = (sec(res.get(x)) for x in ("mlplab", "eager", "keras", "floor"))
+        cell = lambda v: f"{v:.3f}" if v else "—"  # noqa: E731
+        ratio = lambda a, b: f"{b / a:.2f}× faster" if a and b else "—"  # noqa: E731
+        peak = lambda d: f"{d['peak_mb']:.0f}" if d else "—"  # noqa: E731
+        lines.append(f"| {model} {MODELS[model]['architecture']} | {cell(m)} | {cell(e)} | "
+                     f"{cell(k)} | {cell(f)} | {ratio(m, e)} | {ratio(m, k)} | "
+                     f"{(m / f if m and f else float('nan')):.2f} | "
+                     f"{peak(res.get('mlplab'))} / {peak(res.get('eager'))} |")
+    lines += ["", "| group size K (model m1) | s/epoch | model-epochs/s | ms per model-epoch | "
+              "peak MB |", "|---|---|---|---|---|"]
+    for k, g in r["groups"].items():
+        lines.append(f"| {k} | {g['seconds_per_epoch']:.3f} | {g['model_epochs_per_s']:.2f} | "
+                     f"{1000 / g['model_epochs_per_s']:.1f} | {g['peak_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
