@@ -160,7 +160,7 @@ def run_floor(args, device, model, k):
     widths = [int(w) for w in MODELS[model]["architecture"].split("-")]
     n = args.train_size or 50_000
     g = torch.Generator().manual_seed(0)
-    ws = [torch.randn(a, b, generator=g).to(device) * 0.05 for a, b in zip(widths, widths[1:])]
+    ws = [torch.randn(a, b, generator=g).to(device) * 0.05 for a, b in zip(widths, widths[1:], strict=False)]
     batch = torch.randn(128, 784, generator=g).to(device)
     outs = [torch.randn(128, w, generator=g).to(device) for w in widths]
     val = torch.randn(2048, 784, generator=g).to(device)

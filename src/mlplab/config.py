@@ -158,8 +158,11 @@ class RunConfig(Frozen):
 
     @property
     def run_id(self) -> str:
-        """12 hex digits of the sha256 of the canonical JSON: same config, same id."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """12 hex digits of the sha256 of the canonical JSON of the non-default fields: same
+        config, same id; and a field added later with a default that keeps the old behaviour
+        leaves existing ids (and so resume) intact."""
+        values = self.model_dump(mode="json", exclude_defaults=True)
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def group_key(self) -> tuple:

@@ -52,9 +52,9 @@ class Stacked:
         self.t += 1
         if self.fused:
             for start, stop, hp, lr in self.buckets:
-                sl = lambda ts: [t[start:stop] for t in ts]  # noqa: E731 (views, no copies)
-                self._fused(sl(self.params), sl(grads), {s: sl(v) for s, v in self.state.items()},
-                            hp, lr)
+                part = slice(start, stop)  # views of the stacked tensors, no copies
+                self._fused([p[part] for p in self.params], [g[part] for g in grads],
+                            {s: [t[part] for t in ts] for s, ts in self.state.items()}, hp, lr)
             return
         for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
             self._update(i, p, g)

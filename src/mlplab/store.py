@@ -80,11 +80,11 @@ def open_store(out: str | Path) -> sqlite3.Connection:
     for folder in sorted((out / "runs").iterdir()):
         if folder.name in known or not folder.is_dir():
             continue
-        if (folder / "metrics.json").is_file():
-            run = read_run(folder)
+        if not (folder / "metrics.json").is_file():
+            continue  # not a finished run: it is trained again, and its folder replaced then
+        run = read_run(folder)
+        if run["config"].run_id == folder.name:  # else not ours to import: left untouched
             _insert(db, run["config"], run["history"], run["metrics"])
-        else:  # written by hand or by an older crash: not a finished run
-            shutil.rmtree(folder, ignore_errors=True)
     db.commit()
     return db
 
