@@ -102,11 +102,12 @@ def test_store_recovers_after_a_crash_between_folder_and_database(tmp_path):
     (out / "runs" / ".deadbeef.tmp123").mkdir()  # a temp folder a killed writer left
     half = out / "runs" / "cafecafecafe"
     half.mkdir()
-    (half / "config.json").write_text("{}")  # a folder that never got metrics.json
+    (half / "config.json").write_text("{}")  # not a finished run: never counted, never deleted
     db = store.open_store(out)
     assert store.finished_ids(db) == {kept.run_id, lost.run_id}
     assert len(store.history(db, lost.run_id)) == 1
-    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([kept.run_id, lost.run_id])
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        [kept.run_id, lost.run_id, half.name])
     assert [r["seed"] for r in store.query(db, ("seed=1",))] == [1]
     assert [r["seed"] for r in store.query(db, (), "-seed")] == [1, 0]
     with pytest.raises(UserError, match="unknown key 'colour'"):
