@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 OUT ?= out
 SUITE ?= quick
 
-.PHONY: run test lint install install-dev clean
+.PHONY: run test lint bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(VENV)/.installed-dev
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Speed: mlplab vs plain PyTorch vs Keras 3 vs the matmul floor; JSON in bench/results/.
+bench: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[bench]" || echo "keras not installable: its column stays empty"
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
