@@ -123,6 +123,76 @@ def summary(suite, only) -> None:
                       f"Non-trainable params: {frozen:,}\n", highlight=False)
 
 
+@cli.command("predict")
+@click.argument("run")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default="out", show_default=True, type=click.Path(),
+              help="results folder to look RUN up in, when RUN is a run id")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def predict_cmd(run, images, out, top, as_json) -> None:
+    """Classify IMAGES (PNG/JPEG of any size and polarity, or .npy batches) with a stored RUN
+    (run folder, or run id in --out)."""
+    from . import predict as pr
+
+    folder = pr.find_run(run, out)
+    names, x = pr.load_inputs(list(images))
+    cfg, model = pr.load_model(folder)
+    preds = pr.predict(model, x, top)
+    classes = _class_names(cfg)
+    if as_json:
+        print(pr.to_json([{"input": n, "top": [{"class": classes[c], "index": c, "p": p}
+                                               for c, p in ps]} for n, ps in zip(names, preds,
+                                                                                  strict=True)]))
+        return
+    table = Table("input", *(f"#{i + 1}" for i in range(top)), title=f"run {folder.name}")
+    for n, ps in zip(names, preds, strict=True):
+        table.add_row(escape(n), *(f"{escape(classes[c])} ({p:.1%})" for c, p in ps))
+    console.print(table)
+
+
+@cli.command("export")
+@click.argument("run")
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
+@click.option("--out", default="out", show_default=True, type=click.Path(),
+              help="results folder to look RUN up in, when RUN is a run id")
+@click.option("--to", "dest", type=click.Path(), help="file to write (default: in the run folder)")
+def export_cmd(run, fmt, out, dest) -> None:
+    """Write RUN as a standalone model: float [N, 784] pixels / 255 in, logits out."""
+    from . import predict as pr
+
+    path = pr.export(pr.find_run(run, out), fmt, Path(dest) if dest else None)
+    console.print(f"{fmt}: {path}")
+
+
+@cli.command("reproduce")
+@click.argument("run")
+@click.option("--out", default="out", show_default=True, type=click.Path(),
+              help="results folder holding RUN (and the members of its group)")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--json", "as_json", is_flag=True)
+def reproduce_cmd(run, out, device, as_json) -> None:
+    """Retrain RUN from its stored config and seed; report the difference in final metrics."""
+    from . import predict as pr
+
+    folder = pr.find_run(run, out)
+    result = pr.reproduce(folder, folder.parent.parent, device)
+    if as_json:
+        print(pr.to_json(result))
+        return
+    table = Table("metric", "stored", "reproduced", "difference", title=f"run {result['run_id']}")
+    for k, v in result["stored"].items():
+        table.add_row(k, f"{v:.6g}", f"{result['new'][k]:.6g}", f"{result['diff'][k]:+.3g}")
+    console.print(table)
+    console.print(pr.describe(result), highlight=False, markup=False)
+
+
+def _class_names(cfg) -> tuple[str, ...]:
+    spec = data_mod.DATASETS.get(cfg.dataset)
+    return spec.classes if spec else tuple(str(i) for i in range(cfg.widths[-1]))
+
+
 @cli.group("data")
 def data_cmd() -> None:
     """Fetch and inspect datasets."""

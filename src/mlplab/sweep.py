@@ -64,6 +64,7 @@ def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classe
             "val_loss": chosen["val_loss"], "val_acc": chosen["val_acc"],
             **test_metrics(z[i], splits.y_test, n_classes),
             "train_seconds": round(r.train_seconds, 3), "status": r.status, "device": str(device),
+            "group": [m.cfg.run_id for m in results],  # who it trained with: reproduce needs it
         })
     return out, galleries
 
