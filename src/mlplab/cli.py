@@ -50,13 +50,16 @@ def list_cmd() -> None:
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--data-dir", type=click.Path(), help="folder with the dataset's four IDX files")
-def run(suite, out, epochs, seeds, only, device, data_dir) -> None:
+@click.option("--cluster", help="Dask scheduler address (tcp://HOST:8786): train the groups there")
+@click.option("--workers", type=int, help="start a local Dask cluster of N worker processes")
+def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers) -> None:
     """Train every configuration of SUITE (built-in name or TOML file) and compare them."""
     from . import sweep  # torch import is slow: only for commands that train
 
     s = apply_overrides(load_suite(suite), epochs=epochs, seeds=seeds, only=tuple(only))
     with _progress() as progress:
-        rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress)
+        rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress,
+                               cluster=cluster, workers=workers)
     paths = report.write_report(out, [r["run_id"] for r in rows])
     _print_table(report.comparison(rows), f"{s.name}: {len(rows)} runs")
     console.print(f"results: {Path(out) / 'results.csv'}   plots: {Path(out) / 'plots'}/   "
@@ -261,6 +264,10 @@ class _progress:
                     self.bars.remove_task(self.group_task)
                 self.group_task = self.bars.add_task(f"  group {e['index'] + 1}/{e['groups']}",
                                                      total=e["epochs"])
+        elif kind == "group_done":  # from a cluster: whole groups, no per-epoch events
+            self._line(f"group {e['index'] + 1}/{e['groups']} finished: {e['label']}")
+            if self.live:
+                self.bars.advance(self.suite_task, e["epochs"])
         elif kind == "epoch":
             best = max(e["val_acc"]) if e["val_acc"] else float("nan")
             if self.live:

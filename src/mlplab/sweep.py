@@ -69,13 +69,53 @@ def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classe
     return out, galleries
 
 
-def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
-              progress: Callable[[dict], None] | None = None,
-              max_group: int = MAX_GROUP) -> list[dict]:
-    """Train every cell of the suite not already finished in OUT; returns results.csv rows for
-    all of the suite's cells (finished before or now), in suite order."""
-    out = store.prepare_out(out)
+@dataclass
+class Trained:
+    """One member's outcome, ready for the store (what a worker sends back to the driver)."""
+
+    cfg: RunConfig
+    history: list[dict]
+    metrics: dict
+    state: dict[str, torch.Tensor]
+    gallery: dict[str, torch.Tensor]
+
+
+_DATASETS: dict[tuple, data_mod.Dataset] = {}  # per process: a worker loads each dataset once
+
+
+def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None,
+                       progress: Callable[[dict], None] | None = None,
+                       threads: int | None = None) -> list[Trained]:
+    """Train one group and evaluate its members: the unit of work, in-process or on a worker.
+    threads: torch CPU threads for this call (a cluster run matches the driver's, so that a
+    run trains to the same numbers wherever it lands)."""
+    if threads:
+        torch.set_num_threads(threads)
     dev = resolve_device(device)
+    first = cfgs[0]
+    key = (first.dataset, data_dir)
+    if key not in _DATASETS:
+        log = (lambda s: progress({"event": "log", "message": s})) if progress else (lambda s: None)
+        _DATASETS[key] = data_mod.load(first.dataset, data_dir, log=log)
+    ds = _DATASETS[key]
+    splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
+    results = train_group(list(cfgs), splits, dev, progress=progress)
+    metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
+    return [Trained(r.cfg, r.history, m, r.state, g)
+            for r, m, g in zip(results, metrics, galleries, strict=True)]
+
+
+def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
+              progress: Callable[[dict], None] | None = None, max_group: int = MAX_GROUP,
+              cluster: str | None = None, workers: int | None = None,
+              threads: int | None = None) -> list[dict]:
+    """Train every cell of the suite not already finished in OUT, in-process or on a Dask
+    cluster (`cluster` = scheduler address, or `workers` = local worker processes); returns
+    results.csv rows for all of the suite's cells (finished before or now), in suite order.
+    Either way this process is the store's only writer and commits each group as it finishes."""
+    out = store.prepare_out(out)
+    remote = bool(cluster or workers)
+    dev = device if remote else str(resolve_device(device))  # a cluster's workers resolve it
     cells = suite.cells()
     db = store.open_store(out)
     done = store.finished_ids(db)
@@ -83,25 +123,28 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     groups = plan(todo, max_group)
     emit = progress or (lambda e: None)
     emit({"event": "suite", "suite": suite.name, "cells": len(cells), "todo": len(todo),
-          "groups": len(groups), "device": str(dev),
+          "groups": len(groups), "device": dev if not remote else f"{dev} via Dask",
           "epochs": sum(max(c.epochs for c in g.cfgs) for g in groups)})
-    datasets: dict[str, data_mod.Dataset] = {}
-    for gi, group in enumerate(groups):
-        first = group.cfgs[0]
-        if first.dataset not in datasets:
-            datasets[first.dataset] = data_mod.load(
-                first.dataset, data_dir, log=lambda s: emit({"event": "log", "message": s}))
-        ds = datasets[first.dataset]
-        splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
-        emit({"event": "group", "index": gi, "groups": len(groups), "label": group.label,
-              "members": len(group.cfgs), "epochs": max(c.epochs for c in group.cfgs)})
-        results = train_group(list(group.cfgs), splits, dev, progress=emit)
-        metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
-        for r, m, g in zip(results, metrics, galleries, strict=True):
-            store.commit_run(db, out, r.cfg, r.history, m, r.state, {"errors": g})
-            emit({"event": "run", "name": r.cfg.name, "seed": r.cfg.seed, "status": r.status,
-                  "test_acc": m["test_acc"]})
+    if remote:
+        from .cluster import run_groups
+
+        finished = run_groups(groups, dev, data_dir, cluster=cluster, workers=workers,
+                              threads=threads or torch.get_num_threads(), progress=emit)
+    else:
+        finished = _in_process(groups, dev, data_dir, emit)
+    for trained in finished:
+        for t in trained:
+            store.commit_run(db, out, t.cfg, t.history, t.metrics, t.state, {"errors": t.gallery})
+            emit({"event": "run", "name": t.cfg.name, "seed": t.cfg.seed,
+                  "status": t.metrics["status"], "test_acc": t.metrics["test_acc"]})
     rows = store.rows(db, [c.run_id for c in cells])
     db.close()
     store.write_results(out, rows)
     return rows
+
+
+def _in_process(groups: list[Group], device: str, data_dir: str | None, emit):
+    for gi, group in enumerate(groups):
+        emit({"event": "group", "index": gi, "groups": len(groups), "label": group.label,
+              "members": len(group.cfgs), "epochs": max(c.epochs for c in group.cfgs)})
+        yield train_and_evaluate(list(group.cfgs), device, data_dir, emit)

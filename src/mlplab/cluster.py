@@ -1,0 +1,79 @@
+"""Run a suite's groups on a Dask cluster (the `dask` extra): an existing scheduler
+(`--cluster tcp://HOST:8786`) or a local cluster of worker processes on 127.0.0.1
+(`--workers N`).
+
+Each group is one task (`sweep.train_and_evaluate`); results stream back as groups finish and
+the driver commits them, so the driver stays the store's only writer. Groups that want a GPU
+(`--device cuda`) ask for the Dask resource `GPU=1` and so run only on workers started with
+`--resources GPU=1`; other groups run anywhere. A worker that dies mid-group has its task
+rescheduled by Dask on another worker, at most ALLOWED_FAILURES times; a result is committed
+once, whichever attempt produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from .errors import UserError
+
+ALLOWED_FAILURES = 3  # worker deaths tolerated per group before the suite stops with an error
+
+
+def _client(cluster: str | None, workers: int | None):
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UserError("--cluster/--workers need the dask extra: pip install 'mlplab[dask]'") from None
+    dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES})
+    if cluster:
+        try:
+            return Client(cluster, timeout="20s"), None
+        except (OSError, TimeoutError) as e:
+            raise UserError(f"--cluster {cluster}: no Dask scheduler answered ({e})") from None
+    if workers is None or workers < 1:
+        raise UserError(f"--workers must be a positive count, got {workers}")
+    local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         host="127.0.0.1", dashboard_address=None)
+    return Client(local), local
+
+
+def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None = None,
+               workers: int | None = None, threads: int | None = None,
+               progress: Callable[[dict], None] | None = None,
+               client=None) -> Iterator[list]:
+    """Submit every group, yield each group's list of `Trained` as it finishes."""
+    from distributed import as_completed
+
+    from .sweep import train_and_evaluate
+
+    emit = progress or (lambda e: None)
+    own = client is None
+    local = None
+    if own:
+        client, local = _client(cluster, workers)
+    try:
+        resources = {"GPU": 1} if device == "cuda" else None
+        futures = {}
+        for gi, group in enumerate(groups):
+            fut = client.submit(train_and_evaluate, list(group.cfgs), device, data_dir, None,
+                                threads, resources=resources, pure=False,
+                                key=f"mlplab-group-{gi}-{group.cfgs[0].run_id}")
+            futures[fut] = (gi, group)
+        emit({"event": "log", "message": f"{len(futures)} groups submitted to "
+              f"{client.scheduler.address} ({len(client.scheduler_info()['workers'])} workers)"})
+        for fut in as_completed(futures):
+            gi, group = futures[fut]
+            try:
+                trained = fut.result()
+            except Exception as e:  # KilledWorker after ALLOWED_FAILURES, or an error in the task
+                raise RuntimeError(f"group {gi + 1} ({group.label}) failed on the cluster: "
+                                   f"{type(e).__name__}: {e}") from e
+            emit({"event": "group_done", "index": gi, "groups": len(groups),
+                  "label": group.label, "epochs": max(c.epochs for c in group.cfgs)})
+            yield trained
+    finally:
+        if own:
+            client.close()
+            if local is not None:
+                local.close()

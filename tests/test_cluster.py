@@ -1,0 +1,59 @@
+"""A suite on a local Dask cluster of two worker processes on 127.0.0.1, with one worker killed
+while it trains: every run finishes exactly once and equals the in-process result."""
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from mlplab.config import parse_suite  # noqa: E402
+from mlplab.sweep import run_suite  # noqa: E402
+
+SUITE = {"seeds": 2, "defaults": {"train_size": 4000, "epochs": 3, "batch_size": 100},
+         "experiment": [{"name": f"w{w}", "architecture": f"784-{w}-10"} for w in (48, 64, 80, 96)]}
+
+
+def _kill_a_busy_worker(client, pids, killed):
+    """Wait until a worker is running a group, let it train a moment, then SIGKILL it."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        busy = [w for w, keys in client.processing().items() if keys]
+        if busy:
+            time.sleep(0.5)
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            killed.append(busy[0])
+            return
+        time.sleep(0.05)
+
+
+def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mnist):
+    suite = parse_suite(SUITE, "dist")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        pids = client.run(os.getpid)
+        killed: list = []
+        killer = threading.Thread(target=_kill_a_busy_worker, args=(client, pids, killed))
+        killer.start()
+        rows = run_suite(suite, tmp_path / "dist", cluster=cluster.scheduler_address, threads=2)
+        killer.join()
+    finally:
+        client.close()
+        cluster.close()
+    assert killed, "a worker must have been killed mid-group"
+    with sqlite3.connect(tmp_path / "dist" / "mlplab.db") as db:
+        ids = [r[0] for r in db.execute("SELECT run_id FROM runs")]
+        epochs = db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
+    assert len(ids) == len(set(ids)) == 8 and epochs == 8 * 3
+    local = run_suite(suite, tmp_path / "local", device="cpu")
+    assert [r["run_id"] for r in rows] == [r["run_id"] for r in local]
+    for a, b in zip(rows, local, strict=True):
+        assert a["status"] == b["status"] == "finished"
+        for key in ("val_loss", "val_acc", "test_loss", "test_acc", "epochs_run"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["experiment"], key)
