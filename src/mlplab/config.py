@@ -97,6 +97,22 @@ class RunConfig(Frozen):
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-7, gt=0)  # Keras default
     rho: float = Field(0.9, gt=0, lt=1)  # rmsprop decay
+    # recipes
+    lr_schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)  # linear warm-up to lr over these epochs (any schedule)
+    lr_step_epochs: int = Field(10, gt=0)  # step: multiply by lr_gamma every this many epochs
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+    lr_min_factor: float = Field(0.0, ge=0, le=1)  # cosine/onecycle floor, as a fraction of lr
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    max_norm: float | None = Field(None, gt=0)  # cap on each unit's incoming weight norm
+    input_norm: Literal["scale", "standardize"] = "scale"  # x/255, or (x/255 - mean) / std
+    # augmentation on the training device, per sample (off by default)
+    aug_shift: float = Field(0.0, ge=0, le=14)  # max translation, pixels
+    aug_rotate: float = Field(0.0, ge=0, le=180)  # max rotation, degrees
+    aug_scale: float = Field(0.0, ge=0, lt=1)  # max relative zoom in/out
+    aug_shear: float = Field(0.0, ge=0, le=45)  # max shear, degrees
+    aug_elastic_alpha: float = Field(0.0, ge=0)  # elastic distortion strength, pixels
+    aug_elastic_sigma: float = Field(5.0, gt=0)  # smoothness of the elastic field, pixels
     # loop
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls (opt-in)
     batch_size: int = Field(128, gt=0)
@@ -171,7 +187,18 @@ class RunConfig(Frozen):
         a member with dropout 0 draws masks of ones, so it trains exactly as it would alone."""
         return (self.dataset, self.validation, self.val_size, self.train_size, self.widths,
                 self.activation, self.batch_norm, self.bn_position, self.bn_momentum,
-                self.bn_epsilon, self.optimizer, self.batch_size, self.precision)
+                self.bn_epsilon, self.optimizer, self.batch_size, self.precision,
+                self.label_smoothing, self.input_norm, self.augmentation)
+
+    @property
+    def augmentation(self) -> tuple[float, ...]:
+        """(shift, rotate, scale, shear, elastic alpha, elastic sigma); all zero alpha = off."""
+        return (self.aug_shift, self.aug_rotate, self.aug_scale, self.aug_shear,
+                self.aug_elastic_alpha, self.aug_elastic_sigma if self.aug_elastic_alpha else 0.0)
+
+    @property
+    def augments(self) -> bool:
+        return any(self.augmentation[:5])
 
 
 def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -74,10 +74,13 @@ def init_member(cfg: RunConfig) -> dict[str, torch.Tensor]:
             out[f"beta{i}"] = torch.zeros(1, fo)
             out[f"mean{i}"] = torch.zeros(1, fo)
             out[f"var{i}"] = torch.ones(1, fo)
+    if cfg.input_norm == "standardize":  # set from the training split when training starts
+        out["in_mean"] = torch.zeros(1, 1)
+        out["in_std"] = torch.ones(1, 1)
     return out
 
 
-BUFFER_PREFIXES = ("mean", "var")
+BUFFER_PREFIXES = ("mean", "var", "in_")
 
 
 class StackedMLP(nn.Module):
@@ -107,6 +110,7 @@ class StackedMLP(nn.Module):
         self.bn_torch_momentum, self.bn_eps_value = 1 - first.bn_momentum, first.bn_epsilon
         self.n_layers = len(self.widths) - 1
         self.precision = first.precision
+        self.standardize = first.input_norm == "standardize"
 
     def autocast(self):
         """bf16 autocast for the matmuls when the config asks for it (CPU or CUDA); weights,
@@ -118,7 +122,7 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [K, B, in] float -> logits [K, B, classes]."""
         act = ACTIVATIONS[self.act_name]
-        h = x
+        h = (x - self.in_mean) / self.in_std if self.standardize else x
         for i in range(self.n_layers):
             h = torch.baddbmm(getattr(self, f"b{i}"), h, getattr(self, f"w{i}"))
             if i == self.n_layers - 1:
@@ -167,6 +171,8 @@ class StackedMLP(nn.Module):
         """Member k as a plain torch.nn.Sequential taking [N, in] (eval/train like any module)."""
         layers: list[nn.Module] = []
         like = {"dtype": self.w0.dtype, "device": self.w0.device}
+        if self.standardize:
+            layers.append(Standardize(float(self.in_mean[k]), float(self.in_std[k])))
         for i in range(self.n_layers):
             fi, fo = self.widths[i], self.widths[i + 1]
             lin = nn.Linear(fi, fo, **like)
@@ -193,6 +199,27 @@ class StackedMLP(nn.Module):
             if float(self.p_drop[k]) > 0:
                 layers.append(nn.Dropout(float(self.p_drop[k])))
         return nn.Sequential(*layers)
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with the training split's pixel statistics (exported with the model)."""
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def max_norm_(model: StackedMLP, limits: torch.Tensor) -> None:
+    """Cap the norm of every unit's incoming weights at limits [K, 1, 1] (inf = no cap), in
+    place after each step (max-norm regularisation, Srivastava et al. 2014)."""
+    with torch.no_grad():
+        for i in range(model.n_layers):
+            w = getattr(model, f"w{i}")  # [K, in, out]: a unit's weights are a column
+            norms = w.norm(dim=1, keepdim=True)
+            w.mul_((limits / norms.clamp(min=1e-12)).clamp(max=1.0))
 
 
 # ---------------------------------------------------------------------------------------------

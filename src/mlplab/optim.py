@@ -12,9 +12,31 @@ formula, kept for RMSprop and as the readable definition.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .config import RunConfig
+
+# Learning-rate schedules by name: (config, epoch after warm-up, epochs after warm-up) -> factor.
+SCHEDULES = {
+    "constant": lambda c, e, n: 1.0,
+    "step": lambda c, e, n: c.lr_gamma ** (e // c.lr_step_epochs),
+    "cosine": lambda c, e, n: c.lr_min_factor + (1 - c.lr_min_factor) * 0.5 * (
+        1 + math.cos(math.pi * e / n)),
+    # one-cycle: rise from lr/10 to lr over the first 30%, then cosine down to the floor
+    "onecycle": lambda c, e, n: (0.1 + 0.9 * e / max(1, round(0.3 * n))) if e < round(0.3 * n)
+    else SCHEDULES["cosine"](c, e - round(0.3 * n), max(1, n - round(0.3 * n))),
+}
+
+
+def lr_scale(cfg: RunConfig, epoch: int) -> float:
+    """The factor on cfg.lr for 0-based `epoch`: linear warm-up, then the named schedule
+    (changed once per epoch: no host traffic inside an epoch)."""
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / (cfg.warmup_epochs + 1)
+    e, n = epoch - cfg.warmup_epochs, max(1, cfg.epochs - cfg.warmup_epochs)
+    return SCHEDULES[cfg.lr_schedule](cfg, e, n)
 
 
 def _per_member(cfgs: list[RunConfig], field: str, device) -> torch.Tensor:
@@ -40,6 +62,9 @@ class Stacked:
         self.buckets = []
         for k, c in enumerate(cfgs):
             hp = {f: float(getattr(c, f)) for f in self.fields}
+            # members of a bucket must also share their schedule: they share one lr tensor
+            hp["schedule"] = (c.lr_schedule, c.warmup_epochs, c.epochs, c.lr_step_epochs,
+                              c.lr_gamma, c.lr_min_factor)
             if self.buckets and self.buckets[-1][2] == hp:
                 self.buckets[-1][1] = k + 1
             else:
@@ -69,11 +94,12 @@ class Stacked:
         """Everything the optimizer mutates (for snapshot/restore around graph warm-up)."""
         return [self.t, *(t for ts in self.state.values() for t in ts)]
 
-    def set_lr_scale(self, scale: float) -> None:
-        """Multiply every member's base learning rate by `scale` (for schedules), in place."""
-        self.hp["lr"].copy_(self.base_lr * scale)
-        for b in self.buckets:
-            b[3].fill_(b[2]["lr"] * scale)
+    def set_lr_scales(self, scales: list[float]) -> None:
+        """Set member k's learning rate to its base lr * scales[k] (schedules), in place, so a
+        captured CUDA graph sees the new values."""
+        self.hp["lr"].copy_(self.base_lr * torch.tensor(scales, device=self.t.device).view(-1, 1, 1))
+        for start, _, hp, lr in self.buckets:
+            lr.fill_(hp["lr"] * scales[start])
 
 
 class SGD(Stacked):

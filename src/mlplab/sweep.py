@@ -10,6 +10,7 @@ import torch
 
 from . import data as data_mod
 from . import store
+from .augment import augment
 from .config import RunConfig, Suite
 from .evaluate import logits, test_metrics
 from .model import StackedMLP, param_counts
@@ -77,7 +78,7 @@ class Trained:
     history: list[dict]
     metrics: dict
     state: dict[str, torch.Tensor]
-    gallery: dict[str, torch.Tensor]
+    extra: dict[str, dict[str, torch.Tensor]]  # more safetensors files for the run folder
 
 
 _DATASETS: dict[tuple, data_mod.Dataset] = {}  # per process: a worker loads each dataset once
@@ -101,8 +102,16 @@ def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: st
     splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
     results = train_group(list(cfgs), splits, dev, progress=progress)
     metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
-    return [Trained(r.cfg, r.history, m, r.state, g)
-            for r, m, g in zip(results, metrics, galleries, strict=True)]
+    out = []
+    for r, m, g in zip(results, metrics, galleries, strict=True):
+        extra = {"errors": g}
+        if r.cfg.augments:  # what the network saw: for the report's picture
+            torch.manual_seed(r.cfg.seed)
+            x = splits.x_train[:12].float().repeat(3, 1) / 255
+            extra["augmented"] = {"images": (augment(x, r.cfg) * 255).round().to(torch.uint8),
+                                  "labels": splits.y_train[:12].repeat(3)}
+        out.append(Trained(r.cfg, r.history, m, r.state, extra))
+    return out
 
 
 def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
@@ -134,7 +143,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
         finished = _in_process(groups, dev, data_dir, emit)
     for trained in finished:
         for t in trained:
-            store.commit_run(db, out, t.cfg, t.history, t.metrics, t.state, {"errors": t.gallery})
+            store.commit_run(db, out, t.cfg, t.history, t.metrics, t.state, t.extra)
             emit({"event": "run", "name": t.cfg.name, "seed": t.cfg.seed,
                   "status": t.metrics["status"], "test_acc": t.metrics["test_acc"]})
     rows = store.rows(db, [c.run_id for c in cells])

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .augment import augment
 from .config import RunConfig
 from .data import Splits
 from .errors import UserError
 from .evaluate import as_input, logits, loss_acc
-from .model import StackedMLP
-from .optim import make_optimizer
+from .model import StackedMLP, max_norm_
+from .optim import lr_scale, make_optimizer
 
 DATA_ORDER_SALT = 0x5EED  # data order and initial weights come from different streams of the seed
 
@@ -58,23 +59,33 @@ class Step:
     """One optimisation step for the whole group on a [K, b] index tensor; accumulates the
     epoch's summed loss and correct count per member on the device (no sync)."""
 
-    def __init__(self, model: StackedMLP, opt, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, model: StackedMLP, opt, x: torch.Tensor, y: torch.Tensor,
+                 cfgs: list[RunConfig]):
         self.model, self.opt, self.x, self.y = model, opt, x, y
         self.params = list(model.parameters())
+        self.cfg = cfgs[0]  # group-wide settings: augmentation, label smoothing
+        limits = [c.max_norm or math.inf for c in cfgs]
+        self.max_norm = (torch.tensor(limits, device=x.device).view(-1, 1, 1)
+                         if any(math.isfinite(v) for v in limits) else None)
         self.loss_sum = torch.zeros(model.k, device=x.device)
         self.correct = torch.zeros(model.k, device=x.device)
 
     def __call__(self, idx: torch.Tensor) -> None:
         k, b = idx.shape
         xb = as_input(self.x[idx])  # [K, b, in]
+        if self.cfg.augments:
+            xb = augment(xb, self.cfg)  # per sample; labels untouched
         yb = self.y[idx]  # [K, b]
         with self.model.autocast():
             z = self.model(xb)
         z = z.float()
-        loss = F.cross_entropy(z.reshape(k * b, -1), yb.reshape(-1), reduction="none")
+        loss = F.cross_entropy(z.reshape(k * b, -1), yb.reshape(-1), reduction="none",
+                               label_smoothing=self.cfg.label_smoothing)
         loss = loss.view(k, b).mean(1)  # [K]: members' losses are independent terms of the sum
         grads = torch.autograd.grad(loss.sum(), self.params)
         self.opt.step(list(grads))
+        if self.max_norm is not None:
+            max_norm_(self.model, self.max_norm)
         with torch.no_grad():
             self.loss_sum += loss.detach() * b
             self.correct += (z.argmax(-1) == yb).sum(1)
@@ -132,8 +143,12 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
     # Dropout masks come from the global generator: seed it from the members' seeds.
     torch.manual_seed(hash(tuple(c.seed for c in cfgs)) & 0x7FFFFFFF)
     model = StackedMLP(cfgs, device)
+    if model.standardize:  # the training split's pixel statistics, in x/255 units
+        pixels = data.x_train.float() / 255
+        model.in_mean.fill_(float(pixels.mean()))
+        model.in_std.fill_(float(pixels.std()))
     opt = make_optimizer(list(model.parameters()), cfgs)
-    step = Step(model, opt, data.x_train, data.y_train)
+    step = Step(model, opt, data.x_train, data.y_train, cfgs)
     full, rest = divmod(n, bsz)
     graph_full = GraphStep(step, bsz) if graphs and full else None
     orders = [torch.Generator().manual_seed(c.seed ^ DATA_ORDER_SALT) for c in cfgs]
@@ -143,6 +158,7 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
     started = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
+        opt.set_lr_scales([lr_scale(c, epoch - 1) for c in cfgs])
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         model.train()
         step.loss_sum.zero_()
