@@ -120,3 +120,21 @@ def test_group_key_separates_shapes_not_hyperparameters():
     assert a.group_key() != RunConfig(architecture="64", batch_norm=True).group_key()
     assert a.group_key() != RunConfig(architecture="64", optimizer="sgd").group_key()
     assert data.check_dataset_name("mnist") == "mnist"
+
+
+# A rung of a ladder changes one idea; some ideas take several keys.
+IDEAS = [{"lr_schedule", "warmup_epochs"}, {"optimizer", "weight_decay"},
+         {"aug_shift", "aug_rotate", "aug_scale", "aug_shear"},
+         {"aug_elastic_alpha", "aug_elastic_sigma"}]
+
+
+@pytest.mark.parametrize("name, rungs", [("best", 9), ("best-fashion", 8)])
+def test_best_ladders_change_one_idea_per_rung(name, rungs):
+    runs = load_suite(name).runs()
+    assert len(runs) == rungs and len(load_suite(name).seeds) == 3
+    assert all(r.validation == "split" for r in runs)  # never chosen on the test set
+    for before, after in zip(runs, runs[1:], strict=False):
+        a, b = before.model_dump(), after.model_dump()
+        changed = {k for k in a if a[k] != b[k]} - {"name", "init_stddev"}
+        assert len(changed) == 1 or any(changed <= idea for idea in IDEAS), (after.name, changed)
+    assert runs[-1].augments and not runs[6].augments

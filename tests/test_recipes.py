@@ -100,3 +100,18 @@ def test_standardize_and_label_smoothing(mnist_slice):
     m.eval()
     x = mnist_slice.x_test[:32].float() / 255
     torch.testing.assert_close(m.member(0).eval()(x), m(x[None])[0])  # export keeps the norm
+
+
+def test_report_shows_augmented_digits(tmp_path, mnist):
+    from mlplab import report
+    from mlplab.config import parse_suite
+    from mlplab.sweep import run_suite
+
+    suite = parse_suite({"defaults": {"train_size": 1000, "epochs": 1, "architecture": "784-32-10"},
+                         "experiment": [{"name": "plain"},
+                                        {"name": "aug", "aug_shift": 2, "aug_elastic_alpha": 30}]},
+                        "a")
+    run_suite(suite, tmp_path, device="cpu")
+    html = report.write_report(tmp_path)["html"].read_text()
+    assert "Augmentation: what the network saw" in html
+    assert len(list(tmp_path.glob("runs/*/augmented.safetensors"))) == 1

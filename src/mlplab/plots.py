@@ -104,18 +104,18 @@ def confusion_plot(cm: list[list[int]], classes: tuple[str, ...], title: str) ->
     return fig
 
 
-def gallery_plot(images: np.ndarray, labels: list[int], preds: list[int], title: str,
-                 cols: int = 9) -> Figure:
-    """Digits [n, 784] uint8 with 'true -> predicted' under each."""
+def gallery_plot(images: np.ndarray, captions: list[str], title: str, cols: int = 9,
+                 color: str = "tab:red") -> Figure:
+    """Digits [n, 784] uint8, each with a caption (e.g. 'true → predicted')."""
     n = max(len(images), 1)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img, y, p in zip(axes.flat, images, labels, preds, strict=False):
+    for ax, img, caption in zip(axes.flat, images, captions, strict=False):
         side = int(round(len(img) ** 0.5))
         ax.imshow(img.reshape(side, side), cmap="gray_r")
-        ax.set_title(f"{y} → {p}", fontsize=8, color="tab:red")
+        ax.set_title(caption, fontsize=8, color=color)
     fig.suptitle(title, fontsize=10)
     return fig
 

@@ -133,9 +133,20 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
         errors = store.run_dir(out, best_run["run_id"]) / "errors.safetensors"
         if errors.is_file():
             g = store.read_tensors(errors)
+            captions = [f"{y} → {p}" for y, p in zip(g["labels"].tolist(), g["preds"].tolist(),
+                                                      strict=True)]
             figs["gallery"] = [(title, plots.png(plots.gallery_plot(
-                g["images"].numpy(), g["labels"].tolist(), g["preds"].tolist(),
+                g["images"].numpy(), captions,
                 f"misclassified test digits (true → predicted): {title}")))]
+    for e in table:  # the first augmented configuration (in rank order): what its nets saw
+        aug = [store.run_dir(out, i) / "augmented.safetensors" for i in e["run_ids"]]
+        aug = [p for p in aug if p.is_file()]
+        if aug:
+            g = store.read_tensors(aug[0])
+            figs["augmented"] = [(e["experiment"], plots.png(plots.gallery_plot(
+                g["images"].numpy(), [f"label {y}" for y in g["labels"].tolist()],
+                f"augmented training digits: {e['experiment']}", cols=12, color="black")))]
+            break
     return {"table": table, "rows": table_rows(table), "figs": figs, "runs": len(rows),
             "devices": sorted({r["device"] or "?" for r in rows}), "best": best_run,
             "histories": by_exp}
@@ -194,7 +205,8 @@ def _markdown(rep: dict, images: dict[str, list[tuple[str, str]]], created: str)
     parts = [f"# mlplab report\n\n{rep['runs']} runs on {', '.join(rep['devices'])}, {created}.\n",
              "## Comparison\n", markdown_table(rep["rows"]), f"\n{FOOTER}\n"]
     titles = {"curves": "Learning curves", "overlays": "Overlays", "params": "Accuracy vs size",
-              "confusion": "Best model: confusion matrix", "gallery": "Best model: misclassified digits"}
+              "confusion": "Best model: confusion matrix", "gallery": "Best model: misclassified digits",
+              "augmented": "Augmentation: what the network saw"}
     for section, title in titles.items():
         if section in images:
             parts.append(f"## {title}\n")
