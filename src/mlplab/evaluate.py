@@ -14,8 +14,11 @@ def as_input(x_u8: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def logits(model: StackedMLP, x_u8: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Eval-mode logits of every member on the same images: x [N, in] uint8 -> [K, N, classes]."""
+def logits(model: StackedMLP, x_u8: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Eval-mode logits of every member on the same images: x [N, in] uint8 -> [K, N, classes].
+    The shared input is broadcast to the K members chunk by chunk; the chunk shrinks with K so
+    the broadcast batch stays near 8192 rows (bounded memory for K = 64 on a GPU)."""
+    chunk = chunk or max(256, 8192 // model.k)
     was_training = model.training
     model.eval()
     out = []
