@@ -76,6 +76,10 @@ class Stacked:
     def step(self, grads: list[torch.Tensor]) -> None:
         self.t += 1
         if self.fused:
+            if len(self.buckets) == 1:  # the common case: one call on the whole tensors
+                _, _, hp, lr = self.buckets[0]
+                self._fused(self.params, list(grads), self.state, hp, lr)
+                return
             for start, stop, hp, lr in self.buckets:
                 part = slice(start, stop)  # views of the stacked tensors, no copies
                 self._fused([p[part] for p in self.params], [g[part] for g in grads],
