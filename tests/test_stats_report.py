@@ -195,8 +195,8 @@ def test_report_is_self_contained_and_lists_every_configuration(tmp_path, mnist)
         assert f">{name}<" in html
     assert "Welch" in html and "http://" not in html and "https://" not in html
     n_img = html.count('src="data:image/png;base64,')
-    # curves x3, overlays (small, wide, all), params, confusion, gallery
-    assert n_img == 3 + 3 + 1 + 1 + 1
+    # curves x3, overlays (the wide grid, all), params, confusion, gallery
+    assert n_img == 3 + 2 + 1 + 1 + 1
     md = paths["md"].read_text()
     assert md.count("](report_files/") == n_img and "| # | Model |" in md
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(

@@ -119,9 +119,11 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
     families: dict[str, dict] = {}
     for name, hs in by_exp.items():
         families.setdefault(name.split("[")[0], {})[name] = hs
-    for fam, members in families.items():
-        figs["overlays"].append((fam, plots.png(plots.overlay_plot(f"{fam}: validation loss", members))))
-    if len(families) > 1:
+    for fam, members in families.items():  # a grid's configurations side by side
+        if len(members) > 1:
+            figs["overlays"].append((fam, plots.png(plots.overlay_plot(f"{fam}: validation loss",
+                                                                       members))))
+    if len(by_exp) > 1 and len(families) > 1:
         figs["overlays"].append(("all", plots.png(plots.overlay_plot("every configuration", by_exp))))
     figs["params"] = [("accuracy vs parameters", plots.png(plots.params_plot(table)))]
     best_run = _best_run(table, rows)
