@@ -294,8 +294,9 @@ def main() -> None:
     except UserError as e:
         err_console.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("interrupted: every finished run is saved; run the same command again "
+                          "to resume", highlight=False)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
