@@ -1,13 +1,15 @@
 """mlplab benchmark: seconds per epoch against plain PyTorch, Keras 3 (when installed) and the
 matmul floor, group throughput, and peak memory — all on the same data and device, in one run.
 
-    python bench/bench.py [--device auto|cpu|cuda] [--epochs 2] [--train-size N] [--out DIR]
+    python bench/bench.py [--device auto|cpu|cuda] [--epochs 3] [--rounds 3] [--train-size N]
 
 Each measurement runs in its own subprocess (so peak memory is that configuration's own) and
 times whole epochs: one pass over the training split plus evaluation of the 10,000 validation
-images, which is what every contender has to do per epoch. The first epoch is warm-up; the
-reported number is the median of the rest. Writes bench/results/<device>-<date>.json and prints
-a Markdown table with the ratios.
+images, which is what every contender has to do per epoch. The first epoch of each process is
+warm-up. Shared machines drift (another tenant's load can slow everything by 25% for a minute),
+so the contenders take turns: every round runs each measurement once, and the reported number
+is the median over all rounds' timed epochs, with the spread of the per-round medians beside it.
+Writes bench/results/<device>-<date>.json and prints a Markdown table with the ratios.
 """
 
 from __future__ import annotations
@@ -208,6 +210,7 @@ def child(args) -> None:
 
 
 def measure(args, runner, model, k=1) -> dict | None:
+    """One measurement in a fresh process: its epoch times and peak memory (None if it failed)."""
     cmd = [sys.executable, __file__, "--child", runner, "--model", model, "--k", str(k),
            "--device", args.device, "--epochs", str(args.epochs), "--precision", args.precision]
     if args.train_size:
@@ -223,10 +226,24 @@ def measure(args, runner, model, k=1) -> dict | None:
     return result
 
 
+def combine(rounds: list[dict | None]) -> dict | None:
+    """Rounds of one measurement -> the median of every round's timed epochs, the spread of the
+    per-round medians, and the largest peak memory."""
+    done = [r for r in rounds if r]
+    if not done:
+        return None
+    timed = [t for r in done for t in (r["epochs"][1:] or r["epochs"])]
+    medians = [r["seconds_per_epoch"] for r in done]
+    return {"seconds_per_epoch": statistics.median(timed), "round_medians": medians,
+            "spread": [min(medians), max(medians)], "rounds": len(done),
+            "peak_mb": max(r["peak_mb"] for r in done)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--epochs", type=int, default=3, help="per measurement; the first is warm-up")
+    p.add_argument("--rounds", type=int, default=3, help="times each measurement is repeated, in turns")
     p.add_argument("--train-size", type=int, default=None, help="default: all 50,000")
     p.add_argument("--groups", default=None, help="group sizes, e.g. 1,4,16 (default by device)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
@@ -248,16 +265,23 @@ def main() -> None:
         [1, 4, 16, 64] if device.type == "cuda" else [1, 4, 16])
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"benchmark on {device.type} ({name}), {torch.get_num_threads()} threads, "
-          f"{args.epochs} epochs per measurement", file=sys.stderr)
-    single = {m: {r: measure(args, r, m) for r in RUNNERS} for m in MODELS}
+          f"{args.rounds} rounds of {args.epochs} epochs per measurement", file=sys.stderr)
+    jobs = [("single", r, m, 1) for m in MODELS for r in RUNNERS] + [  # (table, runner, model, K)
+        ("groups", "mlplab", "m1", k) for k in groups]
+    raw: dict[tuple, list] = {j: [] for j in jobs}
+    for i in range(args.rounds):  # contenders take turns, so drift hits them all alike
+        print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
+        for job in jobs:
+            raw[job].append(measure(args, *job[1:]))
+    single = {m: {r: combine(raw[("single", r, m, 1)]) for r in RUNNERS} for m in MODELS}
     grouped = {}
     for k in groups:
-        r = measure(args, "mlplab", "m1", k)
+        r = combine(raw[("groups", "mlplab", "m1", k)])
         if r:
             grouped[k] = {**r, "model_epochs_per_s": k / r["seconds_per_epoch"]}
     result = {"device": device.type, "device_name": name, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "date": dt.datetime.now().isoformat(timespec="seconds"),
-              "train_size": args.train_size or 50_000, "epochs": args.epochs,
+              "train_size": args.train_size or 50_000, "epochs": args.epochs, "rounds": args.rounds,
               "precision": args.precision, "single": single, "groups": grouped}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,18 +294,21 @@ def main() -> None:
 def markdown(r: dict) -> str:
     """The README table: seconds per epoch and ratios, then group throughput."""
     lines = [f"Device: {r['device']} ({r['device_name']}, {r['threads']} threads), torch "
-             f"{r['torch']}, {r['train_size']:,} training images, {r['precision']}, {r['date']}.", "",
+             f"{r['torch']}, {r['train_size']:,} training images, {r['precision']}, {r['date']}; "
+             f"median of {r.get('rounds', 1)} rounds (range of the round medians in brackets).", "",
              "| model | mlplab s/epoch | plain PyTorch | Keras 3 | matmul floor | "
              "mlplab vs PyTorch | mlplab vs Keras | mlplab / floor | peak MB (mlplab / PyTorch) |",
              "|---|---|---|---|---|---|---|---|---|"]
     sec = lambda d: d["seconds_per_epoch"] if d else None  # noqa: E731
     for model, res in r["single"].items():
         m, e, k, f = (sec(res.get(x)) for x in ("mlplab", "eager", "keras", "floor"))
-        cell = lambda v: f"{v:.3f}" if v else "—"  # noqa: E731
+        cell = lambda v, d=None: (f"{v:.3f}" + (  # noqa: E731
+            f" ({d['spread'][0]:.2f}–{d['spread'][1]:.2f})" if d and d.get("spread") else "")) if v else "—"
         ratio = lambda a, b: f"{b / a:.2f}× faster" if a and b else "—"  # noqa: E731
         peak = lambda d: f"{d['peak_mb']:.0f}" if d else "—"  # noqa: E731
-        lines.append(f"| {model} {MODELS[model]['architecture']} | {cell(m)} | {cell(e)} | "
-                     f"{cell(k)} | {cell(f)} | {ratio(m, e)} | {ratio(m, k)} | "
+        lines.append(f"| {model} {MODELS[model]['architecture']} | {cell(m, res.get('mlplab'))} | "
+                     f"{cell(e, res.get('eager'))} | {cell(k, res.get('keras'))} | "
+                     f"{cell(f, res.get('floor'))} | {ratio(m, e)} | {ratio(m, k)} | "
                      f"{(m / f if m and f else float('nan')):.2f} | "
                      f"{peak(res.get('mlplab'))} / {peak(res.get('eager'))} |")
     lines += ["", "| group size K (model m1) | s/epoch | model-epochs/s | ms per model-epoch | "

@@ -17,7 +17,7 @@ from . import data as data_mod
 from . import report
 from .config import apply_overrides, builtin_suites, load_suite
 from .errors import UserError
-from .model import param_counts, summary_rows
+from .summary import param_counts, summary_rows
 
 # Tables keep their columns when piped to a file or a CI log (rich would wrap at 80).
 console = Console(width=None if sys.stdout.isatty() else 160)

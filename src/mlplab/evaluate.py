@@ -24,8 +24,7 @@ def logits(model: StackedMLP, x_u8: torch.Tensor, chunk: int | None = None) -> t
     out = []
     for start in range(0, len(x_u8), chunk):
         xb = as_input(x_u8[start:start + chunk])
-        with model.autocast():
-            out.append(model(xb.unsqueeze(0).expand(model.k, -1, -1)).float())
+        out.append(model(xb.unsqueeze(0).expand(model.k, -1, -1)))
     model.train(was_training)
     return torch.cat(out, dim=1)
 

@@ -13,7 +13,8 @@ from . import store
 from .augment import augment
 from .config import RunConfig, Suite
 from .evaluate import logits, test_metrics
-from .model import StackedMLP, param_counts
+from .model import StackedMLP
+from .summary import param_counts
 from .train import MemberResult, resolve_device, train_group
 
 MAX_GROUP = 64  # members per fused group: bounds memory; more groups run one after another

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .augment import augment
 from .config import RunConfig
@@ -55,14 +54,33 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def loss_and_grad(z: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's mean cross-entropy (label smoothing as in F.cross_entropy) and its gradient
+    with respect to the logits: z [K, B, C], y [K, B] -> loss [K], dz [K, B, C]. The members'
+    losses are independent terms of one sum, so each member gets its own gradient."""
+    k, b, c = z.shape
+    logp = torch.log_softmax(z, -1)
+    loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # [K, B]
+    if smoothing:
+        loss = (1 - smoothing) * loss - smoothing * logp.mean(-1)
+    grad = logp.exp_()  # softmax (logp is not needed any more)
+    grad.scatter_add_(-1, y.unsqueeze(-1), grad.new_full((k, b, 1), smoothing - 1.0))
+    if smoothing:
+        grad.sub_(smoothing / c)
+    return loss.mean(1), grad.div_(b)
+
+
 class Step:
-    """One optimisation step for the whole group on a [K, b] index tensor; accumulates the
-    epoch's summed loss and correct count per member on the device (no sync)."""
+    """One optimisation step for the whole group on a [K, b] index tensor: forward with a tape,
+    the explicit backward into preallocated gradient buffers, the stacked optimizer; accumulates
+    the epoch's summed loss and correct count per member on the device (no sync)."""
 
     def __init__(self, model: StackedMLP, opt, x: torch.Tensor, y: torch.Tensor,
                  cfgs: list[RunConfig]):
         self.model, self.opt, self.x, self.y = model, opt, x, y
-        self.params = list(model.parameters())
+        self.grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+        self.grad_list = list(self.grads.values())  # parameters() order, as the optimizer's
         self.cfg = cfgs[0]  # group-wide settings: augmentation, label smoothing
         limits = [c.max_norm or math.inf for c in cfgs]
         self.max_norm = (torch.tensor(limits, device=x.device).view(-1, 1, 1)
@@ -70,29 +88,27 @@ class Step:
         self.loss_sum = torch.zeros(model.k, device=x.device)
         self.correct = torch.zeros(model.k, device=x.device)
 
+    @torch.no_grad()
     def __call__(self, idx: torch.Tensor) -> None:
         k, b = idx.shape
-        xb = as_input(self.x[idx])  # [K, b, in]
+        # index_select copies whole rows (5x faster than advanced indexing on CPU)
+        xb = as_input(self.x.index_select(0, idx.reshape(-1)).view(k, b, -1))  # [K, b, in]
         if self.cfg.augments:
             xb = augment(xb, self.cfg)  # per sample; labels untouched
         yb = self.y[idx]  # [K, b]
-        with self.model.autocast():
-            z = self.model(xb)
-        z = z.float()
-        loss = F.cross_entropy(z.reshape(k * b, -1), yb.reshape(-1), reduction="none",
-                               label_smoothing=self.cfg.label_smoothing)
-        loss = loss.view(k, b).mean(1)  # [K]: members' losses are independent terms of the sum
-        grads = torch.autograd.grad(loss.sum(), self.params)
-        self.opt.step(list(grads))
+        tape: list = []
+        z = self.model(xb, tape)
+        loss, dz = loss_and_grad(z, yb, self.cfg.label_smoothing)
+        self.loss_sum += loss * b
+        self.correct += (z.argmax(-1) == yb).sum(1)
+        self.model.backward(tape, dz, self.grads)
+        self.opt.step(self.grad_list)
         if self.max_norm is not None:
             max_norm_(self.model, self.max_norm)
-        with torch.no_grad():
-            self.loss_sum += loss.detach() * b
-            self.correct += (z.argmax(-1) == yb).sum(1)
 
     def mutable(self) -> list[torch.Tensor]:
-        bufs = [b for b in self.model.buffers()]
-        return [*self.params, *bufs, *self.opt.state_tensors(), self.loss_sum, self.correct]
+        return [*self.model.parameters(), *self.model.buffers(), *self.opt.state_tensors(),
+                self.loss_sum, self.correct]
 
 
 class GraphStep:
