@@ -247,6 +247,8 @@ def main() -> None:
     p.add_argument("--train-size", type=int, default=None, help="default: all 50,000")
     p.add_argument("--groups", default=None, help="group sizes, e.g. 1,4,16 (default by device)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--models", default=",".join(MODELS), help="which single models, e.g. m1")
+    p.add_argument("--runners", default=",".join(RUNNERS), help="which contenders, e.g. mlplab,floor")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default="m1", help=argparse.SUPPRESS)
@@ -266,14 +268,15 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"benchmark on {device.type} ({name}), {torch.get_num_threads()} threads, "
           f"{args.rounds} rounds of {args.epochs} epochs per measurement", file=sys.stderr)
-    jobs = [("single", r, m, 1) for m in MODELS for r in RUNNERS] + [  # (table, runner, model, K)
+    models, runners = args.models.split(","), args.runners.split(",")
+    jobs = [("single", r, m, 1) for m in models for r in runners] + [  # (table, runner, model, K)
         ("groups", "mlplab", "m1", k) for k in groups]
     raw: dict[tuple, list] = {j: [] for j in jobs}
     for i in range(args.rounds):  # contenders take turns, so drift hits them all alike
         print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
         for job in jobs:
             raw[job].append(measure(args, *job[1:]))
-    single = {m: {r: combine(raw[("single", r, m, 1)]) for r in RUNNERS} for m in MODELS}
+    single = {m: {r: combine(raw[("single", r, m, 1)]) for r in runners} for m in models}
     grouped = {}
     for k in groups:
         r = combine(raw[("groups", "mlplab", "m1", k)])

@@ -52,6 +52,38 @@ def test_loss_and_its_gradient_match_cross_entropy(smoothing):
     torch.testing.assert_close(grad, z.grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov"])
+def test_step_equals_autograd_then_one_optimizer_step(optimizer, mnist_slice):
+    """The step updates each layer during the backward pass; three such steps must equal
+    autograd's gradients followed by one optimizer step each (same dropout masks), element by
+    element. Optimizers linear in the gradient show a parameter updated too early without
+    amplifying rounding: with Adam or RMSprop, a bias feeding BatchNorm whose gradient is
+    mathematically zero (pure rounding noise) gets a visible step of either sign. Their own
+    parity with torch.optim is tested in test_optim.py."""
+    from mlplab.model import StackedMLP
+    from mlplab.optim import make_optimizer
+    from mlplab.train import Step
+
+    cfgs = [small(seed=s, optimizer=optimizer, dropout=p, lr=0.05)
+            for s, p in ((0, 0.0), (1, 0.3), (2, 0.5))]
+    ours, ref = StackedMLP(cfgs).train(), StackedMLP(cfgs).train()
+    step = Step(ours, make_optimizer(list(ours.parameters()), cfgs), mnist_slice.x_train,
+                mnist_slice.y_train, cfgs)
+    ref_opt = make_optimizer(list(ref.parameters()), cfgs)
+    for s in range(3):
+        idx = torch.arange(s * 64, (s + 1) * 64).expand(3, -1)
+        torch.manual_seed(s)
+        step(idx)
+        torch.manual_seed(s)
+        z = ref(mnist_slice.x_train[idx].float() / 255)
+        loss = sum(F.cross_entropy(z[k], mnist_slice.y_train[idx][k]) for k in range(3))
+        ref_opt.step(list(torch.autograd.grad(loss, list(ref.parameters()))))
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    for name, buf in ours.named_buffers():
+        torch.testing.assert_close(buf, ref.get_buffer(name), msg=name)
+
+
 def test_data_order_comes_from_the_seed(mnist_slice):
     a, b = train_group([small(seed=5, epochs=1), small(seed=5, epochs=1, lr=1e-3)], mnist_slice)
     # Identical members agree to float rounding, not always to the bit: torch's fused CPU Adam

@@ -147,11 +147,12 @@ class StackedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, tape: list | None = None) -> torch.Tensor:
         """x [K, B, in] float -> logits [K, B, classes]. With a `tape` (training, under
-        torch.no_grad), every op appends (its backward, layer, saved tensors) for `backward`."""
+        torch.no_grad), every op appends (its backward, layer, the parameters whose gradients
+        it completes, saved tensors) for `backward`."""
         h = (x - self.in_mean) / self.in_std if self.standardize else x
         for i in range(self.n_layers):
             if tape is not None:
-                tape.append((self._dense_back, i, h))
+                tape.append((self._dense_back, i, (f"w{i}", f"b{i}"), h))
             h = self._matmul(getattr(self, f"b{i}"), h, getattr(self, f"w{i}"))
             if i == self.n_layers - 1:
                 break
@@ -161,12 +162,17 @@ class StackedMLP(nn.Module):
                 h = self._dropout(h, i, tape)
         return h
 
-    def backward(self, tape: list, g: torch.Tensor, grads: dict[str, torch.Tensor]) -> None:
+    def backward(self, tape: list, g: torch.Tensor, grads: dict[str, torch.Tensor],
+                 ready: Callable[[tuple[str, ...]], None] | None = None) -> None:
         """Walk the tape of one forward in reverse from g = d loss / d logits [K, B, classes],
         writing d loss / d parameter into grads[name] (same shapes as the parameters). The
-        input's gradient is never computed: the input is data."""
-        for back, i, *saved in reversed(tape):
+        input's gradient is never computed: the input is data. `ready(names)` is called as soon
+        as those parameters' gradients are final and nothing later in the walk reads the
+        parameters (a layer's weights are read by its own backward only)."""
+        for back, i, names, *saved in reversed(tape):
             g = back(i, g, grads, *saved)
+            if names and ready is not None:
+                ready(names)
 
     # matrix products, in the member precision -------------------------------------------------
     def _matmul(self, b: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -190,7 +196,7 @@ class StackedMLP(nn.Module):
     def _act(self, h, i, tape):
         y = self.act.fn(h)
         if tape is not None:
-            tape.append((self._act_back, i, h, y))
+            tape.append((self._act_back, i, (), h, y))
         return y
 
     def _act_back(self, i, g, grads, x, y):
@@ -208,7 +214,7 @@ class StackedMLP(nn.Module):
             mask = torch.bernoulli(keep.expand_as(h)) / keep  # scaled: 0 or 1/keep
             out, scale = h * mask, None
         if tape is not None:
-            tape.append((self._dropout_back, i, mask, scale))
+            tape.append((self._dropout_back, i, (), mask, scale))
         return out
 
     def _dropout_back(self, i, g, grads, mask, scale):
@@ -227,7 +233,7 @@ class StackedMLP(nn.Module):
         out, mean, invstd = torch.native_batch_norm(flat, *self._bn_args(i), self.training,
                                                     self.bn_torch_momentum, self.bn_eps_value)
         if tape is not None:
-            tape.append((self._bn_back, i, flat, mean, invstd))
+            tape.append((self._bn_back, i, (f"gamma{i}", f"beta{i}"), flat, mean, invstd))
         return out.view(b, k, width).transpose(0, 1)
 
     def _bn_back(self, i, g, grads, flat, mean, invstd):

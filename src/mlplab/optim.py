@@ -74,19 +74,35 @@ class Stacked:
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:
+        """One step of every parameter: begin(), then update() of all of them."""
+        self.begin()
+        self.update(range(len(self.params)), grads)
+
+    def begin(self) -> None:
+        """Count a new step (on the device: no sync, graph-safe)."""
         self.t += 1
-        if self.fused:
-            if len(self.buckets) == 1:  # the common case: one call on the whole tensors
-                _, _, hp, lr = self.buckets[0]
-                self._fused(self.params, list(grads), self.state, hp, lr)
-                return
-            for start, stop, hp, lr in self.buckets:
-                part = slice(start, stop)  # views of the stacked tensors, no copies
-                self._fused([p[part] for p in self.params], [g[part] for g in grads],
-                            {s: [t[part] for t in ts] for s, ts in self.state.items()}, hp, lr)
+
+    @torch.no_grad()
+    def update(self, which, grads: list[torch.Tensor]) -> None:
+        """Update the parameters at indices `which` with their gradients (same order). The
+        training step calls this layer by layer during the backward pass, while each gradient
+        is still in cache: the numbers are the same as one update at the end, since a parameter
+        is only updated once nothing later in the backward reads it."""
+        which = list(which)
+        params = [self.params[j] for j in which]
+        if not self.fused:
+            for j, p, g in zip(which, params, grads, strict=True):
+                self._update(j, p, g)
             return
-        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
-            self._update(i, p, g)
+        state = {s: [ts[j] for j in which] for s, ts in self.state.items()}
+        if len(self.buckets) == 1:  # the common case: one call on the whole tensors
+            _, _, hp, lr = self.buckets[0]
+            self._fused(params, list(grads), state, hp, lr)
+            return
+        for start, stop, hp, lr in self.buckets:
+            part = slice(start, stop)  # views of the stacked tensors, no copies
+            self._fused([p[part] for p in params], [g[part] for g in grads],
+                        {s: [t[part] for t in ts] for s, ts in state.items()}, hp, lr)
 
     def _fused(self, params, grads, state, hp, lr) -> None:
         raise NotImplementedError

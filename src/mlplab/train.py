@@ -81,6 +81,7 @@ class Step:
         self.model, self.opt, self.x, self.y = model, opt, x, y
         self.grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
         self.grad_list = list(self.grads.values())  # parameters() order, as the optimizer's
+        self.index = {name: j for j, name in enumerate(self.grads)}
         self.cfg = cfgs[0]  # group-wide settings: augmentation, label smoothing
         limits = [c.max_norm or math.inf for c in cfgs]
         self.max_norm = (torch.tensor(limits, device=x.device).view(-1, 1, 1)
@@ -99,12 +100,17 @@ class Step:
         tape: list = []
         z = self.model(xb, tape)
         loss, dz = loss_and_grad(z, yb, self.cfg.label_smoothing)
-        self.loss_sum += loss * b
+        self.loss_sum.add_(loss, alpha=b)
         self.correct += (z.argmax(-1) == yb).sum(1)
-        self.model.backward(tape, dz, self.grads)
-        self.opt.step(self.grad_list)
+        self.opt.begin()
+        # each layer is updated as soon as its gradients are final, while they are in cache
+        self.model.backward(tape, dz, self.grads, self._update)
         if self.max_norm is not None:
             max_norm_(self.model, self.max_norm)
+
+    def _update(self, names: tuple[str, ...]) -> None:
+        which = [self.index[n] for n in names]
+        self.opt.update(which, [self.grad_list[j] for j in which])
 
     def mutable(self) -> list[torch.Tensor]:
         return [*self.model.parameters(), *self.model.buffers(), *self.opt.state_tensors(),
