@@ -114,7 +114,7 @@ class RunConfig(Frozen):
     aug_elastic_alpha: float = Field(0.0, ge=0)  # elastic distortion strength, pixels
     aug_elastic_sigma: float = Field(5.0, gt=0)  # smoothness of the elastic field, pixels
     # loop
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls (opt-in)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: matmuls in bf16, the rest fp32 (opt-in)
     batch_size: int = Field(128, gt=0)
     epochs: int = Field(10, gt=0)
     patience: int | None = Field(None, gt=0, description="early stopping on val_loss; None = off")
