@@ -11,7 +11,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from mlplab.config import parse_suite  # noqa: E402
+from mlplab.suite import parse_suite  # noqa: E402
 from mlplab.sweep import run_suite  # noqa: E402
 
 SUITE = {"seeds": 2, "defaults": {"train_size": 4000, "epochs": 3, "batch_size": 100},

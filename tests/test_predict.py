@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from mlplab import predict as pr
-from mlplab.config import parse_suite
 from mlplab.errors import UserError
+from mlplab.suite import parse_suite
 from mlplab.sweep import run_suite
 
 

@@ -104,7 +104,7 @@ def test_standardize_and_label_smoothing(mnist_slice):
 
 def test_report_shows_augmented_digits(tmp_path, mnist):
     from mlplab import report
-    from mlplab.config import parse_suite
+    from mlplab.suite import parse_suite
     from mlplab.sweep import run_suite
 
     suite = parse_suite({"defaults": {"train_size": 1000, "epochs": 1, "architecture": "784-32-10"},

@@ -180,7 +180,7 @@ def _chromium():
 
 
 def test_report_is_self_contained_and_lists_every_configuration(tmp_path, mnist):
-    from mlplab.config import parse_suite
+    from mlplab.suite import parse_suite
     from mlplab.sweep import run_suite
 
     suite = parse_suite({"seeds": 2, "defaults": {"train_size": 1500, "epochs": 2},

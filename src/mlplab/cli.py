@@ -15,8 +15,8 @@ from rich.table import Table
 
 from . import data as data_mod
 from . import report
-from .config import apply_overrides, builtin_suites, load_suite
 from .errors import UserError
+from .suite import apply_overrides, builtin_suites, load_suite
 from .summary import param_counts, summary_rows
 
 # Tables keep their columns when piped to a file or a CI log (rich would wrap at 80).

@@ -11,9 +11,10 @@ import torch
 from . import data as data_mod
 from . import store
 from .augment import augment
-from .config import RunConfig, Suite
+from .config import RunConfig
 from .evaluate import logits, test_metrics
 from .model import StackedMLP
+from .suite import Suite
 from .summary import param_counts
 from .train import MemberResult, resolve_device, train_group
 

@@ -1,0 +1,179 @@
+"""Suites: TOML files (or built-in ones) that list named experiments, optional grids and seeds,
+validated completely before anything runs and expanded into cells (run config x seed).
+
+A suite is TOML::
+
+    name = "mine"
+    seeds = 3                       # or a list of seeds: [0, 1, 7]
+    [defaults]                      # applied to every experiment
+    epochs = 20
+    [[experiment]]
+    name = "2-hidden"
+    architecture = "784-512-256-10"
+    [experiment.grid]               # optional: cartesian product, this experiment only
+    dropout = [0.0, 0.5]
+    [grid]                          # optional: cartesian product over every experiment
+    batch_norm = [false, true]
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .config import RUN_FIELDS, Frozen, RunConfig, validate_run
+from .errors import UserError
+
+
+class Experiment(Frozen):
+    """One named entry of a suite: overrides of the defaults, and an optional own grid."""
+
+    name: str
+    settings: dict[str, Any]
+    grid: dict[str, list[Any]] = {}
+
+
+class Suite(Frozen):
+    name: str
+    description: str = ""
+    seeds: list[int]
+    experiments: list[Experiment]
+    grid: dict[str, list[Any]] = {}
+    defaults: dict[str, Any] = {}
+
+    def runs(self) -> list[RunConfig]:
+        """Every run config of the suite (seed 0 placeholder replaced per seed by `cells`)."""
+        out = []
+        for exp in self.experiments:
+            grid = {**self.grid, **exp.grid}
+            keys = list(grid)
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                values = {**self.defaults, **exp.settings, **dict(zip(keys, combo, strict=True))}
+                suffix = ",".join(f"{k}={_short(v)}" for k, v in zip(keys, combo, strict=True))
+                name = f"{exp.name}[{suffix}]" if suffix else exp.name
+                out.append(validate_run({**values, "name": name}, f"experiment {exp.name!r}"))
+        return out
+
+    def cells(self) -> list[RunConfig]:
+        """Run configs x seeds, in suite order."""
+        return [run.model_copy(update={"seed": s}) for run in self.runs() for s in self.seeds]
+
+
+def _short(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+SUITE_KEYS = ("name", "description", "seeds", "defaults", "experiment", "grid")
+
+
+def parse_suite(data: dict[str, Any], name: str) -> Suite:
+    """Validate a suite's TOML table; raises UserError with the field path on any problem."""
+    unknown = sorted(set(data) - set(SUITE_KEYS))
+    if unknown:
+        raise UserError(f"suite {name}: unknown key {unknown[0]!r}; allowed: {', '.join(SUITE_KEYS)}")
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, bool) or not (
+        (isinstance(seeds, int) and seeds > 0)
+        or (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds))
+    ):
+        raise UserError(f"suite {name}: seeds must be a positive count or a list of seeds >= 0")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(dict.fromkeys(seeds))
+    defaults = _table(data.get("defaults", {}), f"suite {name}: defaults")
+    _check_keys(defaults, f"suite {name}: defaults")
+    grid = _grid(data.get("grid", {}), f"suite {name}: grid")
+    raw = data.get("experiment", [{"name": name}])
+    if not isinstance(raw, list) or not raw:
+        raise UserError(f"suite {name}: 'experiment' must be a non-empty array of tables [[experiment]]")
+    experiments, seen = [], set()
+    for i, item in enumerate(raw):
+        where = f"suite {name}: experiment[{i}]"
+        item = _table(item, where)
+        exp_name = item.get("name")
+        if not isinstance(exp_name, str) or not exp_name.strip():
+            raise UserError(f"{where}: every experiment needs a non-empty 'name'")
+        if exp_name in seen:
+            raise UserError(f"{where}: experiment name {exp_name!r} is used twice")
+        seen.add(exp_name)
+        settings = {k: v for k, v in item.items() if k not in ("name", "grid")}
+        _check_keys(settings, f"{where} ({exp_name})")
+        experiments.append(Experiment(name=exp_name, settings=settings,
+                                      grid=_grid(item.get("grid", {}), f"{where}.grid")))
+    suite = Suite(name=str(data.get("name", name)), description=str(data.get("description", "")),
+                  seeds=seed_list, experiments=experiments, grid=grid, defaults=defaults)
+    suite.runs()  # validate every run now: nothing starts on a bad suite
+    return suite
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"{where} must be a table, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(table: dict[str, Any], where: str) -> None:
+    for key in table:
+        if key not in RUN_FIELDS or key in ("name",):
+            raise UserError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(RUN_FIELDS[1:])}")
+
+
+def _grid(value: Any, where: str) -> dict[str, list[Any]]:
+    table = _table(value, where)
+    _check_keys(table, where)
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}.{key} must be a non-empty list of values")
+    return table
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Name -> path of each packaged suite."""
+    folder = resources.files("mlplab") / "suites"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a TOML file by path."""
+    builtin = builtin_suites()
+    if name_or_path in builtin:
+        path = builtin[name_or_path]
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UserError(
+                f"suite {name_or_path!r} is neither a file nor a built-in suite "
+                f"({', '.join(sorted(builtin))})"
+            )
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"suite {path}: not valid TOML: {e}") from None
+    return parse_suite(data, path.stem)
+
+
+def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | None = None,
+                    only: tuple[str, ...] = ()) -> Suite:
+    """The CLI's --epochs/--seeds/--only as a new suite (validated like the file itself)."""
+    update: dict[str, Any] = {}
+    if seeds is not None:
+        if seeds <= 0:
+            raise UserError(f"--seeds must be a positive count, got {seeds}")
+        update["seeds"] = list(range(seeds))
+    if epochs is not None:
+        if epochs <= 0:
+            raise UserError(f"--epochs must be a positive count, got {epochs}")
+        update["defaults"] = {**suite.defaults, "epochs": epochs}
+        update["experiments"] = [
+            e.model_copy(update={"settings": {**e.settings, "epochs": epochs}}) for e in suite.experiments
+        ]
+    if only:
+        names = [e.name for e in suite.experiments]
+        missing = [o for o in only if o not in names]
+        if missing:
+            raise UserError(f"--only {missing[0]!r} is not an experiment of suite {suite.name}; "
+                            f"experiments: {', '.join(names)}")
+        update["experiments"] = [e for e in update.get("experiments", suite.experiments)
+                                 if e.name in only]
+    return suite.model_copy(update=update)
