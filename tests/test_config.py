@@ -139,3 +139,14 @@ def test_best_ladders_change_one_idea_per_rung(name, rungs):
         changed = {k for k in a if a[k] != b[k]} - {"name", "init_stddev"}
         assert len(changed) == 1 or any(changed <= idea for idea in IDEAS), (after.name, changed)
     assert runs[-1].augments and not runs[6].augments
+
+
+def test_example_suites_are_valid():
+    """The suites under examples/ (whose results the README quotes) stay loadable."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+    assert len(files) >= 2
+    for f in files:
+        s = load_suite(str(f))
+        assert s.cells() and all(r.validation == "split" for r in s.runs())
