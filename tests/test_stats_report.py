@@ -64,6 +64,8 @@ def test_comparison_ranks_by_validation_and_marks_ties_and_divergence():
     assert by["a"]["val_acc"] == pytest.approx(0.981) and by["a"]["val_acc_std"] == pytest.approx(0.001)
     shown = report.table_rows(table)
     assert shown[0]["val_acc"] == "0.9810 ± 0.0010"
+    by_shown = {r["experiment"]: r for r in shown}
+    assert by_shown["b"]["vs_best"].startswith("≈ p=0.") and by_shown["c"]["vs_best"] == " p<0.01"
 
 
 def test_chance_level_members_are_flagged_diverged(mnist_slice):

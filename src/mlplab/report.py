@@ -27,7 +27,8 @@ FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard de
           f"≈ marks configurations not distinguishable from the best (Welch's t-test on "
           f"validation accuracy, two-sided, p ≥ {ALPHA}); n/a: fewer than 2 seeds, no test "
           f"possible. Diverged runs (non-finite loss, or chance level: accuracy ≤ 15% with loss "
-          f"near ln 10) are listed but never averaged or ranked.")
+          f"near ln 10) are listed but never averaged or ranked. Train s: wall time of the fused group "
+          f"the run trained in.")
 
 
 def comparison(rows: list[dict]) -> list[dict]:
@@ -85,9 +86,13 @@ def table_rows(table: list[dict]) -> list[dict]:
             "test_acc": fmt(e["test_acc"], e["test_acc_std"], n),
             "test_loss": fmt(e["test_loss"], e["test_loss_std"], n),
             "seconds": "—" if not n else f"{e['train_seconds']:.{0 if e['train_seconds'] >= 10 else 1}f}",
-            "vs_best": e["marker"] + (f" p={e['p']:.2f}" if e["p"] is not None else ""),
+            "vs_best": e["marker"] + (_p_text(e["p"]) if e["p"] is not None else ""),
         })
     return out
+
+
+def _p_text(p: float) -> str:
+    return " p<0.01" if p < 0.01 else f" p={p:.2f}"
 
 
 COLUMNS = (("rank", "#"), ("experiment", "Model"), ("architecture", "Architecture"),
