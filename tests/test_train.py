@@ -84,6 +84,23 @@ def test_step_equals_autograd_then_one_optimizer_step(optimizer, mnist_slice):
         torch.testing.assert_close(buf, ref.get_buffer(name), msg=name)
 
 
+def test_stopped_members_leave_the_group_and_the_rest_train_on_unchanged(mnist_slice):
+    events: list = []
+    short = [small(seed=s, epochs=1) for s in (7, 8)]
+    long = [small(seed=0, epochs=3), small(seed=1, epochs=3, lr=3e-3)]
+    group = train_group(short + long, mnist_slice, progress=events.append)
+    # after epoch 1 half of the group has stopped: the last two epochs compute two members
+    assert [e["computing"] for e in events] == [4, 2, 2]
+    assert [r.epochs_run for r in group] == [1, 1, 3, 3]
+    for cfg, fused in zip(long, group[2:], strict=True):  # the fusion contract still holds
+        (solo,) = train_group([cfg], mnist_slice)
+        for a, b in zip(solo.history, fused.history, strict=True):
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), key
+        for name, t in solo.state.items():
+            assert ((fused.state[name] - t).norm() / t.norm().clamp(min=1e-12)).item() < 5e-3, name
+
+
 def test_data_order_comes_from_the_seed(mnist_slice):
     a, b = train_group([small(seed=5, epochs=1), small(seed=5, epochs=1, lr=1e-3)], mnist_slice)
     # Identical members agree to float rounding, not always to the bit: torch's fused CPU Adam

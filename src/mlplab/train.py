@@ -36,6 +36,7 @@ class MemberResult:
     status: str = "running"  # finished | diverged
     best_epoch: int = 0
     best_val_loss: float = math.inf
+    bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
     train_seconds: float = 0.0
 
     @property
@@ -152,7 +153,8 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
 
     splits: uint8 images / int64 labels (moved to `device` here). graphs: capture the step in a
     CUDA graph (default: on CUDA). Members may differ in seed, lr, weight decay, dropout rate,
-    initializer, epochs and patience."""
+    initializer, epochs and patience. Once half of the members still in the computation have
+    stopped (epochs done, early stopping, divergence), the group is rebuilt without them."""
     device = torch.device(device)
     if len({c.group_key() for c in cfgs}) != 1:
         raise ValueError("train_group: members must share shapes and code path (group_key)")
@@ -161,7 +163,8 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
         torch.backends.cudnn.allow_tf32 = tf32
     graphs = device.type == "cuda" if graphs is None else graphs
     data = splits.to(device)
-    k, n, bsz = len(cfgs), len(data.x_train), cfgs[0].batch_size
+    n, bsz = len(data.x_train), cfgs[0].batch_size
+    full, rest = divmod(n, bsz)
     # Dropout masks come from the global generator: seed it from the members' seeds.
     torch.manual_seed(hash(tuple(c.seed for c in cfgs)) & 0x7FFFFFFF)
     model = StackedMLP(cfgs, device)
@@ -170,18 +173,19 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
         model.in_mean.fill_(float(pixels.mean()))
         model.in_std.fill_(float(pixels.std()))
     opt = make_optimizer(list(model.parameters()), cfgs)
-    step = Step(model, opt, data.x_train, data.y_train, cfgs)
-    full, rest = divmod(n, bsz)
-    graph_full = GraphStep(step, bsz) if graphs and full else None
+    active = list(range(len(cfgs)))  # the member (index into cfgs) at each model position
     orders = [torch.Generator().manual_seed(c.seed ^ DATA_ORDER_SALT) for c in cfgs]
     results = [MemberResult(c) for c in cfgs]
-    bad_streak = [0] * k
     max_epochs = max(c.epochs for c in cfgs)
     started = time.perf_counter()
+    step = graph_full = None
     for epoch in range(1, max_epochs + 1):
+        if step is None:  # (re)built at the start and after each compaction
+            step = Step(model, opt, data.x_train, data.y_train, [cfgs[j] for j in active])
+            graph_full = GraphStep(step, bsz) if graphs and full else None
         t0 = time.perf_counter()
-        opt.set_lr_scales([lr_scale(c, epoch - 1) for c in cfgs])
-        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+        opt.set_lr_scales([lr_scale(cfgs[j], epoch - 1) for j in active])
+        perm = torch.stack([torch.randperm(n, generator=orders[j]) for j in active]).to(device)
         model.train()
         step.loss_sum.zero_()
         step.correct.zero_()
@@ -193,25 +197,49 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
         val_loss, val_acc = loss_acc(logits(model, data.x_val), data.y_val)
         rows = torch.stack([step.loss_sum / n, step.correct / n, val_loss, val_acc]).T.tolist()
         seconds = time.perf_counter() - t0
-        for i, (res, row) in enumerate(zip(results, rows, strict=True)):
+        for pos, (j, row) in enumerate(zip(active, rows, strict=True)):
+            res = results[j]
             if res.status != "running":
                 continue
             tl, ta, vl, va = row
             res.history.append({"epoch": epoch, "train_loss": tl, "train_acc": ta, "val_loss": vl,
-                                "val_acc": va, "lr": float(opt.hp["lr"][i]), "seconds": seconds})
+                                "val_acc": va, "lr": float(opt.hp["lr"][pos]), "seconds": seconds})
             res.train_seconds = time.perf_counter() - started
-            _member_epoch(res, i, model, bad_streak)
+            _member_epoch(res, pos, model)
+        running = [pos for pos, j in enumerate(active) if results[j].status == "running"]
         if progress:
             progress({"event": "epoch", "epoch": epoch, "epochs": max_epochs,
                       "val_acc": [r.history[-1]["val_acc"] for r in results if r.history],
-                      "running": sum(r.status == "running" for r in results)})
-        if all(r.status != "running" for r in results):
+                      "running": len(running), "computing": len(active)})
+        if not running:
             break
+        if len(running) <= len(active) // 2:
+            # Stopped members would keep costing compute until the last one stops: rebuild the
+            # group with the running ones (their state, optimizer state and data order move
+            # along unchanged; at most log2(K) rebuilds).
+            model, opt = _compact(model, opt, running, [cfgs[active[p]] for p in running], device)
+            active = [active[p] for p in running]
+            step = None
     return results
 
 
-def _member_epoch(res: MemberResult, i: int, model: StackedMLP, bad_streak: list[int]) -> None:
-    """Divergence, best epoch, early stopping and the end of member i's epochs."""
+def _compact(model: StackedMLP, opt, keep: list[int], cfgs: list[RunConfig], device):
+    """A new model and optimizer holding only the members at positions `keep` of the old ones."""
+    idx = torch.tensor(keep, device=device)
+    new = StackedMLP(cfgs, device)
+    new_opt = make_optimizer(list(new.parameters()), cfgs)
+    with torch.no_grad():
+        for name, t in [*new.named_parameters(), *new.named_buffers()]:
+            t.copy_(getattr(model, name).index_select(0, idx))
+        new_opt.t.copy_(opt.t)
+        for slot, tensors in opt.state.items():
+            for mine, old in zip(new_opt.state[slot], tensors, strict=True):
+                mine.copy_(old.index_select(0, idx))
+    return new, new_opt
+
+
+def _member_epoch(res: MemberResult, i: int, model: StackedMLP) -> None:
+    """Divergence, best epoch, early stopping and the end of member res (at model position i)."""
     cfg, row = res.cfg, res.history[-1]
     if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
         res.status = "diverged"  # frozen here: its weights are kept as they are (not finite)
@@ -219,12 +247,12 @@ def _member_epoch(res: MemberResult, i: int, model: StackedMLP, bad_streak: list
         return
     keep_best = cfg.patience is not None and cfg.restore_best
     if row["val_loss"] < res.best_val_loss:
-        res.best_val_loss, res.best_epoch, bad_streak[i] = row["val_loss"], row["epoch"], 0
+        res.best_val_loss, res.best_epoch, res.bad_epochs = row["val_loss"], row["epoch"], 0
         if keep_best:
             res.state = model.member_state(i)
     else:
-        bad_streak[i] += 1
-    stop = cfg.patience is not None and bad_streak[i] >= cfg.patience
+        res.bad_epochs += 1
+    stop = cfg.patience is not None and res.bad_epochs >= cfg.patience
     if stop or row["epoch"] >= cfg.epochs:
         res.status = "diverged" if at_chance(row, cfg.widths[-1]) else "finished"
         if not keep_best:
