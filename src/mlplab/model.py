@@ -132,7 +132,6 @@ class StackedMLP(nn.Module):
         # Keras momentum m keeps m of the old statistic; torch's momentum is 1 - m.
         self.bn_torch_momentum, self.bn_eps_value = 1 - first.bn_momentum, first.bn_epsilon
         self.n_layers = len(self.widths) - 1
-        self.precision = first.precision
         # bf16: the matrix products run in bf16 (fp32 results); everything else stays fp32
         self.low = torch.bfloat16 if first.precision == "bf16" else None
         self.standardize = first.input_norm == "standardize"
