@@ -9,7 +9,7 @@ course notebook (BatchNorm after ReLU, then Dropout). The last layer is Dense on
 
 Training does not use autograd: `forward(x, tape)` records on a tape what each layer's backward
 needs, and `backward(tape, g, grads)` walks it in reverse with torch's own backward kernels
-(threshold_backward, native_batch_norm_backward, native_dropout_backward, ...), writing each
+(threshold_backward, native_batch_norm_backward, ...), writing each
 gradient into a preallocated buffer. The numbers are autograd's (tested against autograd and
 torch.nn); the step builds no graph and allocates no gradients, which on a 2-core CPU is ~15%
 of the step, and on CUDA leaves one plain sequence of kernels to capture in a graph.
@@ -112,19 +112,23 @@ class StackedMLP(nn.Module):
     """K same-shape MLPs as one module. `cfgs` may differ in anything but shapes; the dropout
     rate is per member (a [K, 1, 1] tensor)."""
 
-    def __init__(self, cfgs: list[RunConfig], device: torch.device | str = "cpu"):
+    def __init__(self, cfgs: list[RunConfig], device: torch.device | str = "cpu",
+                 stacked: dict[str, torch.Tensor] | None = None):
+        """stacked: the members' parameters and buffers ([K, ...] each, as `state_names`), to
+        use instead of initial weights drawn from each member's seed (see `select`)."""
         super().__init__()
         first = cfgs[0]
         self.widths, self.act_name = first.widths, first.activation
         self.batch_norm, self.bn_position = first.batch_norm, first.bn_position
         self.k = len(cfgs)
-        members = [init_member(c) for c in cfgs]
-        for key in members[0]:
-            stacked = torch.stack([m[key] for m in members]).to(device)
+        if stacked is None:
+            members = [init_member(c) for c in cfgs]
+            stacked = {key: torch.stack([m[key] for m in members]) for key in members[0]}
+        for key, t in stacked.items():
             if key.startswith(BUFFER_PREFIXES):
-                self.register_buffer(key, stacked)
+                self.register_buffer(key, t.to(device))
             else:
-                self.register_parameter(key, nn.Parameter(stacked))
+                self.register_parameter(key, nn.Parameter(t.to(device)))
         per = lambda f: torch.tensor([f(c) for c in cfgs], device=device).view(-1, 1, 1)  # noqa: E731
         self.register_buffer("keep", per(lambda c: 1.0 - c.dropout))  # dropout keep probability
         self.any_dropout = any(c.dropout > 0 for c in cfgs)
@@ -239,11 +243,20 @@ class StackedMLP(nn.Module):
         grads[f"beta{i}"].view(-1).copy_(g_beta)
         return g_in.view(b, k, width).transpose(0, 1)
 
+    def state_names(self) -> list[str]:
+        """The per-member parameters, then the per-member buffers (BN statistics, input norm)."""
+        return [n for n, _ in self.named_parameters()] + [
+            n for n, _ in self.named_buffers() if n.startswith(BUFFER_PREFIXES)]
+
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's parameters and buffers (no K axis), detached CPU copies."""
-        names = [n for n, _ in self.named_parameters()] + [
-            n for n, _ in self.named_buffers() if n.startswith(BUFFER_PREFIXES)]
-        return {n: getattr(self, n)[k].detach().cpu().clone() for n in names}
+        return {n: getattr(self, n)[k].detach().cpu().clone() for n in self.state_names()}
+
+    def select(self, positions: list[int], cfgs: list[RunConfig]) -> StackedMLP:
+        """A group of the members at `positions` (their configs `cfgs`), state copied over."""
+        idx = torch.tensor(positions, device=self.w0.device)
+        return StackedMLP(cfgs, self.w0.device, {
+            n: getattr(self, n).detach().index_select(0, idx) for n in self.state_names()})
 
     def load_member_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():

@@ -217,20 +217,18 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
             # Stopped members would keep costing compute until the last one stops: rebuild the
             # group with the running ones (their state, optimizer state and data order move
             # along unchanged; at most log2(K) rebuilds).
-            model, opt = _compact(model, opt, running, [cfgs[active[p]] for p in running], device)
+            model, opt = _compact(model, opt, running, [cfgs[active[p]] for p in running])
             active = [active[p] for p in running]
             step = None
     return results
 
 
-def _compact(model: StackedMLP, opt, keep: list[int], cfgs: list[RunConfig], device):
+def _compact(model: StackedMLP, opt, keep: list[int], cfgs: list[RunConfig]):
     """A new model and optimizer holding only the members at positions `keep` of the old ones."""
-    idx = torch.tensor(keep, device=device)
-    new = StackedMLP(cfgs, device)
+    new = model.select(keep, cfgs)
     new_opt = make_optimizer(list(new.parameters()), cfgs)
+    idx = torch.tensor(keep, device=opt.t.device)
     with torch.no_grad():
-        for name, t in [*new.named_parameters(), *new.named_buffers()]:
-            t.copy_(getattr(model, name).index_select(0, idx))
         new_opt.t.copy_(opt.t)
         for slot, tensors in opt.state.items():
             for mine, old in zip(new_opt.state[slot], tensors, strict=True):
