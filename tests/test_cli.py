@@ -109,6 +109,7 @@ def test_summary_prints_the_keras_numbers():
     assert "Total params: 1,509,706" in proc.stdout
     assert "Trainable params: 1,505,738" in proc.stdout
     assert "Non-trainable params: 3,968" in proc.stdout
+    assert "random_normal(stddev=0.039)" in proc.stdout and "glorot_uniform" in proc.stdout
 
 
 def test_list_and_data_info(mnist):

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlplab import config, data, model, optim, suite
-from mlplab.config import RunConfig, parse_architecture
+from mlplab.config import RunConfig, parse_architecture, validate_run
 from mlplab.errors import UserError
 from mlplab.suite import apply_overrides, load_suite, parse_suite
 
@@ -29,6 +29,24 @@ def test_run_id_is_a_hash_of_the_config():
     assert a.run_id != RunConfig(architecture="512-256", seed=1, lr=0.01).run_id
     with pytest.raises(ValidationError, match="frozen"):
         a.lr = 3
+
+
+def test_run_ids_change_only_where_the_output_layer_changed():
+    """Ids stored before `output_init` existed (literals from that version): a config whose output
+    layer is still drawn the same way keeps its id; one whose output layer changed gets a new one."""
+    assert RunConfig(activation="sigmoid").run_id == "058cd3592fa5"  # glorot_uniform before and now
+    assert RunConfig(activation="tanh", init="glorot_uniform", architecture="784-100-10").run_id == (
+        "f077fbc8062e")
+    assert RunConfig(output_init="he_normal").run_id == "44136fa355b3"  # what relu's default drew
+    assert RunConfig().run_id != "44136fa355b3"  # He hidden layers, now a glorot_uniform output
+    notebook = dict(init="random_normal", init_stddev=[0.039, 0.55], batch_norm=True)
+    assert RunConfig(**notebook, output_init="random_normal").run_id == "e3f033c3933a"
+    assert RunConfig(**notebook).run_id != "e3f033c3933a"
+
+
+def test_output_init_is_validated():
+    with pytest.raises(UserError, match="output_init 'keras' is not one of: random_normal"):
+        validate_run({"output_init": "keras"}, "experiment 'x'")
 
 
 def test_default_init_follows_activation():

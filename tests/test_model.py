@@ -168,3 +168,34 @@ def test_member_state_roundtrip():
     assert not torch.allclose(other(x)[0], m(x.expand(3, -1, -1))[2])
     other.load_member_state(0, state)
     torch.testing.assert_close(other(x)[0], m(x.expand(3, -1, -1))[2])
+
+
+def test_output_layer_follows_its_own_initializer():
+    """The notebook's model: RandomNormal(0.039 / 0.55) hidden layers and a softmax output layer
+    with Keras' default glorot_uniform. A wide last hidden layer gives 40,960 output weights."""
+    cfg = RunConfig(architecture="784-64-4096-10", init="random_normal", init_stddev=[0.039, 0.55])
+    state = init_member(cfg)
+    assert abs(state["w0"].std().item() / 0.039 - 1) < 0.02
+    assert abs(state["w1"].std().item() / 0.55 - 1) < 0.02
+    w = state["w2"].flatten()
+    limit = math.sqrt(6 / (4096 + 10))  # glorot_uniform: U(-limit, limit)
+    assert w.abs().max().item() <= limit and w.abs().max().item() > 0.999 * limit
+    assert abs(w.std().item() / (limit / math.sqrt(3)) - 1) < 0.02
+    # uniform, not normal: each quarter of [-limit, limit] holds a quarter of the weights
+    counts = torch.histc(w, bins=4, min=-limit, max=limit) / w.numel()
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.01)
+    # a scaled output initializer reads init_stddev's entry for the last layer
+    cfg = cfg.model_copy(update={"output_init": "random_normal", "init_stddev": [0.039, 0.55, 0.1]})
+    state = init_member(cfg)
+    assert abs(state["w2"].std().item() / 0.1 - 1) < 0.02
+    assert abs(state["w1"].std().item() / 0.55 - 1) < 0.02
+
+
+def test_seed_suite_output_layer_is_the_notebooks():
+    from mlplab.suite import load_suite
+
+    for cfg in load_suite("seed").runs():
+        inits = cfg.layer_inits()
+        assert inits[0] == ("random_normal", 0.039)
+        assert all(i == ("random_normal", 0.55) for i in inits[1:-1])
+        assert inits[-1] == ("glorot_uniform", None)

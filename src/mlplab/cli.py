@@ -118,8 +118,9 @@ def summary(suite, only) -> None:
         table.add_column("Layer (type)")
         table.add_column("Output Shape")
         table.add_column("Param #", justify="right")
-        for layer, shape, params, _ in summary_rows(cfg):
-            table.add_row(layer, shape, f"{params:,}")
+        table.add_column("Initializer")
+        for layer, shape, params, _, init in summary_rows(cfg):
+            table.add_row(layer, shape, f"{params:,}", init)
         console.print(table)
         total, trainable, frozen = param_counts(cfg)
         console.print(f"Total params: {total:,}\nTrainable params: {trainable:,}\n"

@@ -24,9 +24,11 @@ INITIALIZER_NAMES = (
     "random_normal", "random_uniform", "glorot_uniform", "glorot_normal",
     "he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
 )
+SCALED_INITIALIZERS = ("random_normal", "random_uniform")  # the ones that read init_stddev
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 
-# Keras would use glorot_uniform everywhere; we pick the initializer that suits the activation.
+# Keras would use glorot_uniform everywhere; for hidden layers we pick the initializer that suits
+# the activation. The output layer gets Keras' glorot_uniform unless `output_init` says otherwise.
 DEFAULT_INIT = {"relu": "he_normal", "gelu": "he_normal", "elu": "he_normal", "silu": "he_normal",
                 "leaky_relu": "he_normal", "selu": "lecun_normal"}
 
@@ -69,8 +71,11 @@ class RunConfig(Frozen):
     bn_momentum: float = Field(0.99, gt=0, lt=1)  # Keras convention: moving = m*moving + (1-m)*batch
     bn_epsilon: float = Field(1e-3, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    init: str | None = None  # None: chosen by activation (DEFAULT_INIT, else glorot_uniform)
-    init_stddev: list[float] | float = 0.05  # random_normal/uniform; a list is per layer, last repeats
+    init: str | None = None  # hidden layers; None: chosen by activation (DEFAULT_INIT, else glorot_uniform)
+    # random_normal/uniform scale; a list gives one per dense layer (the output layer's entry is used
+    # only when output_init takes a stddev), its last value repeating
+    init_stddev: list[float] | float = 0.05
+    output_init: str = "glorot_uniform"  # the output layer's: Keras' default for Dense, as in the notebook
     # optimizer
     optimizer: str = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -125,6 +130,11 @@ class RunConfig(Frozen):
     def _init(cls, v: str | None) -> str | None:
         return None if v is None else _one_of("init", v, INITIALIZER_NAMES)
 
+    @field_validator("output_init")
+    @classmethod
+    def _output_init(cls, v: str) -> str:
+        return _one_of("output_init", v, INITIALIZER_NAMES)
+
     @field_validator("init_stddev")
     @classmethod
     def _stddev(cls, v):
@@ -155,12 +165,26 @@ class RunConfig(Frozen):
         n = len(self.widths) - 1
         return [values[min(i, len(values) - 1)] for i in range(n)]
 
+    def layer_inits(self) -> list[tuple[str, float | None]]:
+        """(initializer, stddev or None when it takes none) for each dense layer: `init` for the
+        hidden layers, `output_init` for the last one, as a Keras model states them per layer."""
+        names = [self.init_name] * (len(self.widths) - 2) + [self.output_init]
+        return [(n, s if n in SCALED_INITIALIZERS else None)
+                for n, s in zip(names, self.stddevs(), strict=True)]
+
     @property
     def run_id(self) -> str:
         """12 hex digits of the sha256 of the canonical JSON of the non-default fields: same
         config, same id; and a field added later with a default that keeps the old behaviour
         leaves existing ids (and so resume) intact."""
         values = self.model_dump(mode="json", exclude_defaults=True)
+        # Runs stored before `output_init` existed drew the output layer like the hidden layers.
+        # The id names output_init only where it differs from that, so an unchanged meaning keeps
+        # its id and a changed one (the new glorot_uniform default after He or random_normal
+        # hidden layers) gets a new id instead of resuming from the old weights' results.
+        values.pop("output_init", None)
+        if self.output_init != self.init_name:
+            values["output_init"] = self.output_init
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

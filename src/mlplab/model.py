@@ -89,10 +89,11 @@ def init_member(cfg: RunConfig) -> dict[str, torch.Tensor]:
     """One member's initial parameters, drawn on the CPU from its own seed (so a member gets the
     same weights whether it trains alone or in a group). Shapes without the K axis."""
     g = torch.Generator().manual_seed(cfg.seed)
-    widths, stds = cfg.widths, cfg.stddevs()
+    widths, inits = cfg.widths, cfg.layer_inits()  # (initializer, stddev) per dense layer
     out: dict[str, torch.Tensor] = {}
     for i, (fi, fo) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        out[f"w{i}"] = INITIALIZERS[cfg.init_name](fi, fo, stds[i])((fi, fo), g)
+        name, std = inits[i]
+        out[f"w{i}"] = INITIALIZERS[name](fi, fo, std)((fi, fo), g)
         out[f"b{i}"] = torch.zeros(1, fo)
         if cfg.batch_norm and i < len(widths) - 2:
             out[f"gamma{i}"] = torch.ones(1, fo)

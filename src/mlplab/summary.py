@@ -7,8 +7,9 @@ from __future__ import annotations
 from .config import RunConfig
 
 
-def summary_rows(cfg: RunConfig) -> list[tuple[str, str, int, int]]:
-    """(layer, output shape, params, non-trainable params) per layer, named as Keras names them."""
+def summary_rows(cfg: RunConfig) -> list[tuple[str, str, int, int, str]]:
+    """(layer, output shape, params, non-trainable params, kernel initializer or '') per layer,
+    named as Keras names them."""
     rows, counters = [], {"dense": 0, "batch_normalization": 0, "activation": 0, "dropout": 0}
 
     def name(kind):
@@ -16,22 +17,24 @@ def summary_rows(cfg: RunConfig) -> list[tuple[str, str, int, int]]:
         counters[kind] += 1
         return kind if i == 0 else f"{kind}_{i}"
 
-    w = cfg.widths
+    w, inits = cfg.widths, cfg.layer_inits()
     for i in range(len(w) - 1):
         last = i == len(w) - 2
-        rows.append((f"{name('dense')} (Dense)", f"(None, {w[i + 1]})", w[i] * w[i + 1] + w[i + 1], 0))
+        init, std = inits[i]
+        rows.append((f"{name('dense')} (Dense)", f"(None, {w[i + 1]})", w[i] * w[i + 1] + w[i + 1], 0,
+                     init if std is None else f"{init}(stddev={std:g})"))
         if last:
             break
         bn = (f"{name('batch_normalization')} (BatchNormalization)", f"(None, {w[i + 1]})",
-              4 * w[i + 1], 2 * w[i + 1])
-        act = (f"{name('activation')} (Activation: {cfg.activation})", f"(None, {w[i + 1]})", 0, 0)
+              4 * w[i + 1], 2 * w[i + 1], "")
+        act = (f"{name('activation')} (Activation: {cfg.activation})", f"(None, {w[i + 1]})", 0, 0, "")
         if cfg.batch_norm and cfg.bn_position == "before":
             rows.append(bn)
         rows.append(act)
         if cfg.batch_norm and cfg.bn_position == "after":
             rows.append(bn)
         if cfg.dropout > 0:
-            rows.append((f"{name('dropout')} (Dropout {cfg.dropout:g})", f"(None, {w[i + 1]})", 0, 0))
+            rows.append((f"{name('dropout')} (Dropout {cfg.dropout:g})", f"(None, {w[i + 1]})", 0, 0, ""))
     return rows
 
 
