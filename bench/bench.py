@@ -31,7 +31,7 @@ MODELS = {
     "m3": dict(architecture="784-1024-512-256-128-64-10", batch_norm=True, dropout=0.5),
 }
 COMMON = dict(activation="relu", init="random_normal", init_stddev=[0.039, 0.55], optimizer="adam",
-              lr=1e-3, eps=1e-7, batch_size=128)
+              lr=1e-3, eps=1e-7, batch_size=128)  # output layer: glorot_uniform, as the notebook
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,27 +118,15 @@ def run_eager(args, device, model, k):
 
 
 def run_keras(args, device, model, k):
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras  # noqa: F401  (optional extra: pip install -e ".[bench]")
-    from keras import layers
+    """The notebook's own model and fit() call (bench/notebook_keras.py)."""
+    import notebook_keras
 
+    keras = notebook_keras.keras()
     spec = MODELS[model]
-    widths = [int(w) for w in spec["architecture"].split("-")]
-    net = keras.Sequential([keras.Input((784,))])
-    for i, w in enumerate(widths[1:]):
-        last = i == len(widths) - 2
-        std = 0.039 if i == 0 else 0.55
-        net.add(layers.Dense(w, activation=None if last else "relu",
-                             kernel_initializer=keras.initializers.RandomNormal(0, std)))
-        if not last:
-            net.add(layers.BatchNormalization())
-            if spec["dropout"]:
-                net.add(layers.Dropout(spec["dropout"]))
-    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"])
+    net = notebook_keras.build(tuple(int(w) for w in spec["architecture"].split("-")), spec["dropout"])
     s = _splits(args)
-    x, y = s.x_train.float().div(255).numpy(), s.y_train.numpy()
-    xv, yv = s.x_val.float().div(255).numpy(), s.y_val.numpy()
+    x, y = s.x_train.float().div(255).numpy(), notebook_keras.one_hot(s.y_train.numpy())
+    xv, yv = s.x_val.float().div(255).numpy(), notebook_keras.one_hot(s.y_val.numpy())
     times = []
 
     class Timer(keras.callbacks.Callback):
