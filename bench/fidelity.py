@@ -27,10 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+import notebook_keras
 import numpy as np
 import torch
 
-import notebook_keras
 from mlplab import data
 from mlplab.evaluate import logits, loss_acc
 from mlplab.model import StackedMLP
@@ -114,11 +114,10 @@ def markdown(result: dict) -> str:
     for name, m in result["models"].items():
         rows = m["comparison"]["epochs"]
         for r in (rows[0], rows[-1]):
-            cell = lambda v: f"{v[0]:.4f} ± {v[1]:.4f}"  # noqa: E731
-            lines.append(
-                f"| {name} | {r['epoch']} | {cell(r['val_loss']['mlplab'])} | {cell(r['val_loss']['keras'])} "
-                f"| {r['val_loss']['p']:.2f} | {cell(r['val_acc']['mlplab'])} | {cell(r['val_acc']['keras'])} "
-                f"| {r['val_acc']['p']:.2f} | {m['comparison']['verdict'] if r is rows[-1] else ''} |")
+            cells = [f"{r[m_][tool][0]:.4f} ± {r[m_][tool][1]:.4f}" if tool != "p" else f"{r[m_]['p']:.2f}"
+                     for m_ in ("val_loss", "val_acc") for tool in ("mlplab", "keras", "p")]
+            verdict = m["comparison"]["verdict"] if r is rows[-1] else ""
+            lines.append(f"| {name} | {r['epoch']} | {' | '.join(cells)} | {verdict} |")
     return "\n".join(lines)
 
 
