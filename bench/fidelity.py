@@ -15,6 +15,13 @@ also evaluated with Keras' biased BatchNorm moving variance.
 
 Results are written after every model (bench/results/fidelity-<date>.json), so a long run that
 is stopped keeps what it finished; --resume skips the models already in that file.
+
+--variant changes mlplab's side only, to measure what one difference does (Keras' side is the
+notebook's, and --keras-from reuses its curves from an earlier result with the same seeds and
+epochs): `legacy-output` draws the output layer as mlplab did before `output_init` existed
+(RandomNormal(0.55), the hidden layers' last stddev); `adam-eps-upper` sets Adam's epsilon to
+3.16e-6, the largest value Keras' placement of epsilon amounts to (eps / sqrt(1 - beta2^t) at
+t = 1; torch adds eps to the bias-corrected root, Keras to the uncorrected one).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from mlplab.model import StackedMLP
 from mlplab.stats import mean_std, welch
 from mlplab.suite import apply_overrides, load_suite
 from mlplab.train import train_group
+
+VARIANTS = {"notebook": {}, "legacy-output": {"output_init": "random_normal"},
+            "adam-eps-upper": {"eps": 1e-7 / math.sqrt(1 - 0.999)}}
 
 
 def mlplab_curves(cfgs, splits) -> tuple[list[list[dict]], list[dict]]:
@@ -129,6 +139,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/fidelity-<date>.json)")
     p.add_argument("--resume", action="store_true", help="keep the models already in --out")
+    p.add_argument("--variant", default="notebook", choices=list(VARIANTS),
+                   help="a change on mlplab's side only (see the module docstring)")
+    p.add_argument("--keras-from", default=None, help="reuse Keras' curves from this result JSON")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,8 +152,14 @@ def main() -> None:
     unknown = [n for n in wanted if n not in names]
     if unknown:
         sys.exit(f"--models: {', '.join(unknown)} not in the seed suite ({', '.join(names)})")
-    out = Path(args.out or Path(__file__).parent / "results" / f"fidelity-{dt.date.today()}.json")
-    result = {"date": dt.datetime.now().isoformat(timespec="seconds"), "epochs": args.epochs,
+    suffix = "" if args.variant == "notebook" else f"-{args.variant}"
+    out = Path(args.out or Path(__file__).parent / "results" / f"fidelity{suffix}-{dt.date.today()}.json")
+    earlier = json.loads(Path(args.keras_from).read_text()) if args.keras_from else None
+    if earlier and (earlier["epochs"], earlier["seeds"]) != (args.epochs, args.seeds):
+        sys.exit(f"--keras-from {args.keras_from}: {earlier['seeds']} seeds x {earlier['epochs']} epochs, "
+                 f"not {args.seeds} x {args.epochs}")
+    result = {"date": dt.datetime.now().isoformat(timespec="seconds"), "variant": args.variant,
+              "mlplab_changes": VARIANTS[args.variant], "epochs": args.epochs,
               "seeds": args.seeds, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "keras": notebook_keras.keras().__version__, "validation": "test set", "models": {}}
     if args.resume and out.exists():
@@ -149,11 +168,14 @@ def main() -> None:
     for name in wanted:
         if name in result["models"]:
             continue
-        cfgs = [c for c in runs if c.name == name]
+        cfgs = [c.model_copy(update=VARIANTS[args.variant]) for c in runs if c.name == name]
         t0 = time.perf_counter()
         ours, biased = mlplab_curves(cfgs, splits)
         t1 = time.perf_counter()
-        theirs = [keras_curve(c, splits, c.seed) for c in cfgs]
+        if earlier and name in earlier["models"]:
+            theirs = earlier["models"][name]["keras"]
+        else:
+            theirs = [keras_curve(c, splits, c.seed) for c in cfgs]
         t2 = time.perf_counter()
         result["models"][name] = {
             "architecture": cfgs[0].architecture, "dropout": cfgs[0].dropout,
