@@ -34,10 +34,12 @@ lint: $(VENV)/.installed-dev
 test: lint
 	$(BIN)/python -m pytest
 
-# Speed: mlplab vs plain PyTorch vs Keras 3 vs the matmul floor; JSON in bench/results/.
+# Speed: mlplab vs plain PyTorch vs Keras 3 vs the matmul floor; then fidelity: the seed suite's
+# six models in mlplab and in Keras 3, learning curves side by side. JSON in bench/results/.
 bench: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[bench]" || echo "keras not installable: its column stays empty"
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/fidelity.py $(FIDELITY_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
