@@ -122,18 +122,27 @@ def read_npy(path: Path) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)  # no pickle for user files
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable .npy array without pickled objects ({e})") from None
+    return as_pixels(arr, str(path))
+
+
+def as_pixels(arr, where: str = "images") -> np.ndarray:
+    """An array-like [N, 784], [N, 28, 28] (or one image [784] / [28, 28]) of uint8 pixels or
+    floats in [0, 1] -> uint8 [N, 784]; a UserError naming `where` otherwise."""
+    arr = np.asarray(arr.detach().cpu() if isinstance(arr, torch.Tensor) else arr)
+    if arr.shape in ((784,), (28, 28)):
+        arr = arr[None]
     if arr.ndim == 2 and arr.shape[1] == 784:
         pass
     elif arr.ndim == 3 and arr.shape[1:] == (28, 28):
         arr = arr.reshape(len(arr), 784)
     else:
-        raise UserError(f"{path}: shape {arr.shape}; expected [N, 784] or [N, 28, 28]")
+        raise UserError(f"{where}: shape {arr.shape}; expected [N, 784] or [N, 28, 28]")
     if arr.dtype == np.uint8:
         return arr
     if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
-        raise UserError(f"{path}: values must be finite numbers")
+        raise UserError(f"{where}: values must be finite numbers")
     if arr.min() < 0 or arr.max() > 255:
-        raise UserError(f"{path}: values must be uint8 pixels or floats in [0, 1]")
+        raise UserError(f"{where}: values must be uint8 pixels or floats in [0, 1]")
     return np.rint(arr * 255 if arr.max() <= 1.0 else arr).astype(np.uint8)
 
 

@@ -16,7 +16,7 @@ from .evaluate import logits, test_metrics
 from .model import StackedMLP
 from .suite import Suite
 from .summary import param_counts
-from .train import MemberResult, resolve_device, train_group
+from .train import MemberResult, guest, resolve_device, train_group
 
 MAX_GROUP = 64  # members per fused group: bounds memory; more groups run one after another
 
@@ -92,9 +92,16 @@ def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: st
     """Train one group and evaluate its members: the unit of work, in-process or on a worker.
     threads: torch CPU threads for this call (a cluster run matches the driver's, so that a
     run trains to the same numbers wherever it lands)."""
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    try:
+        return _train_and_evaluate(cfgs, resolve_device(device), data_dir, progress)
+    finally:
+        torch.set_num_threads(before)  # a guest in the caller's process
+
+
+def _train_and_evaluate(cfgs, dev, data_dir, progress) -> list[Trained]:
     first = cfgs[0]
     key = (first.dataset, data_dir)
     if key not in _DATASETS:
@@ -108,10 +115,11 @@ def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: st
     for r, m, g in zip(results, metrics, galleries, strict=True):
         extra = {"errors": g}
         if r.cfg.augments:  # what the network saw: for the report's picture
-            torch.manual_seed(r.cfg.seed)
-            x = splits.x_train[:12].float().repeat(3, 1) / 255
-            extra["augmented"] = {"images": (augment(x, r.cfg) * 255).round().to(torch.uint8),
-                                  "labels": splits.y_train[:12].repeat(3)}
+            with guest(torch.device("cpu")):
+                torch.manual_seed(r.cfg.seed)
+                x = splits.x_train[:12].float().repeat(3, 1) / 255
+                extra["augmented"] = {"images": (augment(x, r.cfg) * 255).round().to(torch.uint8),
+                                      "labels": splits.y_train[:12].repeat(3)}
         out.append(Trained(r.cfg, r.history, m, r.state, extra))
     return out
 

@@ -8,6 +8,7 @@ once in a CUDA graph and replayed, and nothing waits on the host until the epoch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -158,9 +159,27 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
     device = torch.device(device)
     if len({c.group_key() for c in cfgs}) != 1:
         raise ValueError("train_group: members must share shapes and code path (group_key)")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+    with guest(device, tf32):
+        return _train_group(cfgs, splits, device, progress, graphs)
+
+
+@contextlib.contextmanager
+def guest(device: torch.device, tf32: bool | None = None):
+    """Leave the caller's session as it was: torch's global RNG state (CPU, and the CUDA device
+    in use) and the TF32 flags are restored on the way out, whatever happens inside."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            if cuda and tf32 is not None:
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
+                 progress: Progress | None, graphs: bool | None) -> list[MemberResult]:
     graphs = device.type == "cuda" if graphs is None else graphs
     data = splits.to(device)
     n, bsz = len(data.x_train), cfgs[0].batch_size
