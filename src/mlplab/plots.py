@@ -1,5 +1,9 @@
 """Figures. Each function takes plain data and returns a matplotlib Figure; `save` writes a PNG
-atomically and `png` gives its bytes (for the self-contained HTML report)."""
+atomically and `png` gives its bytes (for the self-contained HTML report).
+
+Figures are made with `matplotlib.figure.Figure`, never pyplot: pyplot would pick (and in a
+notebook change) the user's backend and keep every figure alive in its global registry. A bare
+Figure renders to PNG with Agg when saved, and Jupyter shows it inline when it is returned."""
 
 from __future__ import annotations
 
@@ -7,13 +11,9 @@ import io
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def slug(name: str) -> str:
@@ -38,7 +38,8 @@ def _curve(ax, histories, key, color, label):
 
 def loss_plot(name: str, histories: list[list[dict]]) -> Figure:
     """The notebook's plot: train vs validation loss per epoch (mean; seed range shaded)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     _curve(ax, histories, "train_loss", "tab:blue", "train loss")
     _curve(ax, histories, "val_loss", "tab:orange", "validation loss")
     ax.set(title=f"{name} (n={len(histories)})", xlabel="epoch", ylabel="cross-entropy loss")
@@ -49,7 +50,8 @@ def loss_plot(name: str, histories: list[list[dict]]) -> Figure:
 
 def curves_plot(name: str, histories: list[list[dict]]) -> Figure:
     """Loss and accuracy, train and validation, mean over seeds with the seed range as a band."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    a, b = fig.subplots(1, 2)
     for key, color in (("train", "tab:blue"), ("val", "tab:orange")):
         _curve(a, histories, f"{key}_loss", color, f"{key} loss")
         _curve(b, histories, f"{key}_acc", color, f"{key} accuracy")
@@ -64,7 +66,8 @@ def curves_plot(name: str, histories: list[list[dict]]) -> Figure:
 
 def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "val_loss") -> Figure:
     """One mean curve per configuration."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for name, hs in by_name.items():
         mean, _, _ = band(hs, key)
         ax.plot(np.arange(1, len(mean) + 1), mean, label=name)
@@ -77,7 +80,8 @@ def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "v
 
 def params_plot(table: list[dict]) -> Figure:
     """Test accuracy (mean +- std over seeds) against parameter count."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for r in table:
         if r["ranked"]:
             ax.errorbar(r["params"], r["test_acc"], yerr=r["test_acc_std"], fmt="o", capsize=3)
@@ -91,7 +95,8 @@ def params_plot(table: list[dict]) -> Figure:
 
 def confusion_plot(cm: list[list[int]], classes: tuple[str, ...], title: str) -> Figure:
     m = np.array(cm)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.imshow(np.log1p(m), cmap="Blues")
     for i in range(len(m)):
         for j in range(len(m)):
@@ -109,7 +114,8 @@ def gallery_plot(images: np.ndarray, captions: list[str], title: str, cols: int 
     """Digits [n, 784] uint8, each with a caption (e.g. 'true → predicted')."""
     n = max(len(images), 1)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    fig = Figure(figsize=(cols * 1.1, rows * 1.3))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, caption in zip(axes.flat, images, captions, strict=False):
@@ -124,7 +130,6 @@ def png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return buf.getvalue()
 
 
