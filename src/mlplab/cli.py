@@ -4,23 +4,22 @@ function; a UserError becomes one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import data as data_mod
 from . import report
 from .errors import UserError
+from .progress import progress_view
 from .suite import apply_overrides, builtin_suites, load_suite
 from .summary import param_counts, summary_rows
 
 # Tables keep their columns when piped to a file or a CI log (rich would wrap at 80).
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
@@ -33,10 +32,11 @@ def cli() -> None:
 @cli.command("list")
 def list_cmd() -> None:
     """List the built-in suites."""
-    table = Table("suite", "runs", "seeds", "description")
+    table = Table("suite", "configurations × seeds = runs", "description")
     for name, path in sorted(builtin_suites().items()):
         suite = load_suite(str(path))
-        table.add_row(name, str(len(suite.runs())), str(len(suite.seeds)), escape(suite.description))
+        n, k = len(suite.runs()), len(suite.seeds)
+        table.add_row(name, f"{n} × {k} = {n * k}", escape(suite.description))
     console.print(table)
 
 
@@ -57,7 +57,7 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers) -> 
     from . import sweep  # torch import is slow: only for commands that train
 
     s = apply_overrides(load_suite(suite), epochs=epochs, seeds=seeds, only=tuple(only))
-    with _progress() as progress:
+    with progress_view(True) as progress:
         rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress,
                                cluster=cluster, workers=workers)
     paths = report.write_report(out, [r["run_id"] for r in rows])
@@ -225,67 +225,12 @@ def data_info() -> None:
 def _print_table(table_data: list[dict], title: str) -> None:
     table = Table(title=title, caption=report.FOOTER, caption_justify="left")
     for key, col in report.COLUMNS:
-        table.add_column(col, justify="left" if key in ("experiment", "architecture") else "right")
+        # text columns fold onto more lines instead of ending in '…': names stay distinguishable
+        table.add_column(col, justify="left" if key in report.TEXT_COLUMNS else "right",
+                         overflow="fold", no_wrap=key not in report.TEXT_COLUMNS)
     for row in report.table_rows(table_data):
         table.add_row(*(escape(row[key]) for key, _ in report.COLUMNS))
     console.print(table)
-
-
-class _progress:
-    """Progress callback: rich bars (suite -> group -> epoch, with ETA) on a terminal, plain
-    lines otherwise (CI logs, pipes)."""
-
-    def __enter__(self):
-        self.live = err_console.is_terminal
-        self.t0 = time.perf_counter()
-        if self.live:
-            self.bars = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeRemainingColumn(), console=err_console)
-            self.bars.__enter__()
-            self.suite_task = self.group_task = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.live:
-            self.bars.__exit__(*exc)
-
-    def __call__(self, e: dict) -> None:
-        kind = e["event"]
-        if kind == "log":
-            self._line(f"  {e['message']}")
-        elif kind == "suite":
-            self._line(f"suite {e['suite']}: {e['cells']} runs, {e['todo']} to train in "
-                       f"{e['groups']} groups on {e['device']}")
-            if self.live:
-                self.suite_task = self.bars.add_task("suite (epochs)", total=e["epochs"])
-        elif kind == "group":
-            self._line(f"group {e['index'] + 1}/{e['groups']}: {e['label']}")
-            if self.live:
-                if self.group_task is not None:
-                    self.bars.remove_task(self.group_task)
-                self.group_task = self.bars.add_task(f"  group {e['index'] + 1}/{e['groups']}",
-                                                     total=e["epochs"])
-        elif kind == "group_done":  # from a cluster: whole groups, no per-epoch events
-            self._line(f"group {e['index'] + 1}/{e['groups']} finished: {e['label']}")
-            if self.live:
-                self.bars.advance(self.suite_task, e["epochs"])
-        elif kind == "epoch":
-            best = max(e["val_acc"]) if e["val_acc"] else float("nan")
-            if self.live:
-                self.bars.advance(self.group_task)
-                self.bars.advance(self.suite_task)
-            else:
-                self._line(f"  epoch {e['epoch']}/{e['epochs']}  best val_acc {best:.4f}  "
-                           f"({e['running']} running, {time.perf_counter() - self.t0:.0f}s)")
-        elif kind == "run":
-            self._line(f"  done {e['name']} seed {e['seed']}: {e['status']}, "
-                       f"test_acc {e['test_acc']:.4f}")
-
-    def _line(self, text: str) -> None:
-        if self.live:
-            self.bars.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=sys.stderr, flush=True)
 
 
 def main() -> None:

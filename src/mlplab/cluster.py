@@ -17,6 +17,21 @@ from collections.abc import Callable, Iterator
 from .errors import UserError
 
 ALLOWED_FAILURES = 3  # worker deaths tolerated per group before the suite stops with an error
+TOPIC = "mlplab-progress"
+
+
+class WorkerProgress:
+    """The progress callback of a group on a worker: its epoch events go to the driver (tagged
+    with the group); batch events stay on the worker (too many to send)."""
+
+    def __init__(self, index: int, label: str):
+        self.index, self.label = index, label
+
+    def __call__(self, e: dict) -> None:
+        if e["event"] in ("epoch", "log"):
+            from distributed import get_worker
+
+            get_worker().log_event(TOPIC, {**e, "group": self.index, "label": self.label})
 
 
 def _client(cluster: str | None, workers: int | None):
@@ -54,10 +69,12 @@ def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None
         client, local = _client(cluster, workers)
     try:
         resources = {"GPU": 1} if device == "cuda" else None
+        # workers report each epoch to the driver through Dask's event log
+        client.subscribe_topic(TOPIC, lambda event: emit(event[1]))
         futures = {}
         for gi, group in enumerate(groups):
-            fut = client.submit(train_and_evaluate, list(group.cfgs), device, data_dir, None,
-                                threads, resources=resources, pure=False,
+            fut = client.submit(train_and_evaluate, list(group.cfgs), device, data_dir,
+                                WorkerProgress(gi, group.label), threads, resources=resources, pure=False,
                                 key=f"mlplab-group-{gi}-{group.cfgs[0].run_id}")
             futures[fut] = (gi, group)
         emit({"event": "log", "message": f"{len(futures)} groups submitted to "

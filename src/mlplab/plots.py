@@ -38,64 +38,102 @@ def _curve(ax, histories, key, color, label):
 
 def loss_plot(name: str, histories: list[list[dict]]) -> Figure:
     """The notebook's plot: train vs validation loss per epoch (mean; seed range shaded)."""
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     _curve(ax, histories, "train_loss", "tab:blue", "train loss")
     _curve(ax, histories, "val_loss", "tab:orange", "validation loss")
-    ax.set(title=f"{name} (n={len(histories)})", xlabel="epoch", ylabel="cross-entropy loss")
+    ax.set(title=f"{wrap(name, 60)} (n={len(histories)})", xlabel="epoch", ylabel="cross-entropy loss")
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
 
 
-def curves_plot(name: str, histories: list[list[dict]]) -> Figure:
-    """Loss and accuracy, train and validation, mean over seeds with the seed range as a band."""
-    fig = Figure(figsize=(10, 3.6))
-    a, b = fig.subplots(1, 2)
-    for key, color in (("train", "tab:blue"), ("val", "tab:orange")):
-        _curve(a, histories, f"{key}_loss", color, f"{key} loss")
-        _curve(b, histories, f"{key}_acc", color, f"{key} accuracy")
-    a.set(xlabel="epoch", ylabel="loss")
-    b.set(xlabel="epoch", ylabel="accuracy")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{name}  (n={len(histories)} seeds)")
+def wrap(name: str, width: int = 26) -> str:
+    """A configuration name on several lines, broken after ',' or before '[' (never inside a
+    word or at a hyphen, so '2-hidden' stays whole and names stay distinguishable)."""
+    parts = re.split(r"(?<=,)|(?=\[)|(?<= )", name)
+    lines, line = [], ""
+    for part in parts:
+        if line and len(line) + len(part) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += part
+    return "\n".join([*lines, line.rstrip()])
+
+
+def curves_grid(by_name: dict[str, list[list[dict]]], cols: int = 4) -> Figure:
+    """Small multiples: per configuration a loss panel (train, validation) and, below it, an
+    accuracy panel; every loss panel on one y scale, every accuracy panel on another, so the
+    configurations compare at a glance. Mean over seeds, the seed range shaded."""
+    names = list(by_name)
+    cols = max(1, min(cols, len(names)))
+    rows = -(-len(names) // cols)
+    fig = Figure(figsize=(2.9 * cols + 0.6, 4.6 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(2 * rows, cols, sharex=True, squeeze=False)
+    loss_axes, acc_axes = [], []
+    for i, name in enumerate(names):
+        r, c = divmod(i, cols)
+        loss, acc = axes[2 * r, c], axes[2 * r + 1, c]
+        for key, color in (("train", "tab:blue"), ("val", "tab:orange")):
+            _curve(loss, by_name[name], f"{key}_loss", color, f"{key}")
+            _curve(acc, by_name[name], f"{key}_acc", color, f"{key}")
+        loss.set_title(f"{wrap(name)}\n(n={len(by_name[name])})", fontsize=8)
+        loss_axes.append(loss)
+        acc_axes.append(acc)
+    for group, label in ((loss_axes, "loss"), (acc_axes, "accuracy")):
+        for ax in group:
+            ax.sharey(group[0])
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            ax.set_ylabel(label, fontsize=8)
+    for ax in acc_axes:
+        ax.set_xlabel("epoch", fontsize=8)
+    for i in range(len(names), rows * cols):  # empty cells of the last row
+        r, c = divmod(i, cols)
+        axes[2 * r, c].axis("off")
+        axes[2 * r + 1, c].axis("off")
+    handles, labels = loss_axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper right", fontsize=8, ncols=2)
     return fig
 
 
 def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "val_loss") -> Figure:
-    """One mean curve per configuration."""
-    fig = Figure(figsize=(8, 4.5))
+    """One mean curve per configuration; the legend beside the axes (long names never cover
+    curves)."""
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
     for name, hs in by_name.items():
         mean, _, _ = band(hs, key)
-        ax.plot(np.arange(1, len(mean) + 1), mean, label=name)
+        ax.plot(np.arange(1, len(mean) + 1), mean, label=wrap(name, 34))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(title=title, xlabel="epoch", ylabel=key.replace("_", " "))
-    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=7)
     return fig
 
 
 def params_plot(table: list[dict]) -> Figure:
-    """Test accuracy (mean +- std over seeds) against parameter count."""
-    fig = Figure(figsize=(7, 4.5))
+    """Test accuracy (mean +- std over seeds) against parameter count. Points carry their rank
+    number; the legend beside the axes names them (labels on the points overlap)."""
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
     for r in table:
         if r["ranked"]:
-            ax.errorbar(r["params"], r["test_acc"], yerr=r["test_acc_std"], fmt="o", capsize=3)
-            ax.annotate(r["experiment"], (r["params"], r["test_acc"]), fontsize=6,
-                        xytext=(4, 2), textcoords="offset points")
-    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy",
-           title="accuracy vs size (error bars: std over seeds)")
+            ax.errorbar(r["params"], r["test_acc"], yerr=r["test_acc_std"], fmt="o", capsize=3,
+                        label=wrap(f"{r['rank']}. {r['experiment']}", 34))
+            ax.annotate(str(r["rank"]), (r["params"], r["test_acc"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy")
     ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside right upper", fontsize=7, title="rank (by validation)",
+                   title_fontsize=7)
     return fig
 
 
 def confusion_plot(cm: list[list[int]], classes: tuple[str, ...], title: str) -> Figure:
     m = np.array(cm)
-    fig = Figure(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5.4), layout="constrained")
     ax = fig.subplots()
     ax.imshow(np.log1p(m), cmap="Blues")
     for i in range(len(m)):
@@ -103,7 +141,8 @@ def confusion_plot(cm: list[list[int]], classes: tuple[str, ...], title: str) ->
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if m[i, j] > m.max() / 2 else "black")
     ax.set(xticks=range(len(m)), yticks=range(len(m)), xticklabels=classes, yticklabels=classes,
-           xlabel="predicted", ylabel="true", title=title)
+           xlabel="predicted", ylabel="true")
+    ax.set_title(wrap(title, 48), fontsize=9)
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     ax.tick_params(axis="y", labelsize=7)
     return fig
@@ -114,7 +153,7 @@ def gallery_plot(images: np.ndarray, captions: list[str], title: str, cols: int 
     """Digits [n, 784] uint8, each with a caption (e.g. 'true → predicted')."""
     n = max(len(images), 1)
     rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(cols * 1.1, rows * 1.3))
+    fig = Figure(figsize=(cols * 1.1, rows * 1.3 + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -122,13 +161,12 @@ def gallery_plot(images: np.ndarray, captions: list[str], title: str, cols: int 
         side = int(round(len(img) ** 0.5))
         ax.imshow(img.reshape(side, side), cmap="gray_r")
         ax.set_title(caption, fontsize=8, color=color)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(wrap(title, 90), fontsize=10)
     return fig
 
 
 def png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
+    buf = io.BytesIO()  # layout: each figure is made with the constrained layout engine
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
 

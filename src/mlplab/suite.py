@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import model_validator
+
 from .config import RUN_FIELDS, Frozen, RunConfig, validate_run
 from .errors import UserError
 
@@ -37,12 +39,39 @@ class Experiment(Frozen):
 
 
 class Suite(Frozen):
+    """A validated suite. From Python, build it like its TOML::
+
+        Suite(name="mine", seeds=3, defaults={"epochs": 20},
+              experiments=[{"name": "2-hidden", "architecture": "512-256"},
+                           {"name": "wide", "architecture": "2048", "grid": {"dropout": [0, 0.5]}}],
+              grid={"batch_norm": [False, True]})
+
+    Every run is validated at once (a UserError names the experiment and the field)."""
+
     name: str
     description: str = ""
     seeds: list[int]
     experiments: list[Experiment]
     grid: dict[str, list[Any]] = {}
     defaults: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_python(cls, data: Any) -> Any:
+        """Flat experiment dicts or a seed count (the TOML's shape) -> the validated fields."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("_parsed"):  # from parse_suite: already validated
+            return {k: v for k, v in data.items() if k != "_parsed"}
+        exps = data.get("experiments")
+        flat = isinstance(exps, list) and any(isinstance(e, dict) and "settings" not in e for e in exps)
+        if not (flat or isinstance(data.get("seeds"), int) or "experiments" not in data):
+            return data
+        toml = {k: v for k, v in data.items() if k != "experiments"}
+        if exps is not None:
+            toml["experiment"] = exps
+        parsed = parse_suite(toml, str(data.get("name", "suite")))
+        return dict(parsed)
 
     def runs(self) -> list[RunConfig]:
         """Every run config of the suite (seed 0 placeholder replaced per seed by `cells`)."""
@@ -101,8 +130,10 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
         _check_keys(settings, f"{where} ({exp_name})")
         experiments.append(Experiment(name=exp_name, settings=settings,
                                       grid=_grid(item.get("grid", {}), f"{where}.grid")))
-    suite = Suite(name=str(data.get("name", name)), description=str(data.get("description", "")),
-                  seeds=seed_list, experiments=experiments, grid=grid, defaults=defaults)
+    suite = Suite.model_validate({
+        "name": str(data.get("name", name)), "description": str(data.get("description", "")),
+        "seeds": seed_list, "experiments": experiments, "grid": grid, "defaults": defaults,
+        "_parsed": True})
     suite.runs()  # validate every run now: nothing starts on a bad suite
     return suite
 

@@ -143,7 +143,10 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     emit = progress or (lambda e: None)
     emit({"event": "suite", "suite": suite.name, "cells": len(cells), "todo": len(todo),
           "groups": len(groups), "device": dev if not remote else f"{dev} via Dask",
-          "epochs": sum(max(c.epochs for c in g.cfgs) for g in groups)})
+          "epochs": sum(max(c.epochs for c in g.cfgs) for g in groups),
+          "plan": [{"label": g.label, "members": len(g.cfgs), "epochs": max(c.epochs for c in g.cfgs),
+                    "cost": float(sum(param_counts(c)[0] * c.epochs for c in g.cfgs))}
+                   for g in groups]})
     if remote:
         from .cluster import run_groups
 

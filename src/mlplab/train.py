@@ -24,6 +24,7 @@ from .evaluate import as_input, logits, loss_acc
 from .model import StackedMLP, max_norm_
 from .optim import lr_scale, make_optimizer
 
+TICK = 0.5  # seconds between progress events inside an epoch
 DATA_ORDER_SALT = 0x5EED  # data order and initial weights come from different streams of the seed
 
 
@@ -209,8 +210,13 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
         step.loss_sum.zero_()
         step.correct.zero_()
         run = graph_full or step
+        steps, tick = full + (1 if rest else 0), time.perf_counter() + TICK
         for s in range(full):
             run(perm[:, s * bsz:(s + 1) * bsz])
+            if progress and time.perf_counter() >= tick:  # progress inside a long epoch
+                progress({"event": "batch", "epoch": epoch, "epochs": max_epochs, "step": s + 1,
+                          "steps": steps})
+                tick = time.perf_counter() + TICK
         if rest:  # Keras keeps the last, smaller batch: so do we (eagerly, its own shape)
             step(perm[:, full * bsz:])
         val_loss, val_acc = loss_acc(logits(model, data.x_val), data.y_val)

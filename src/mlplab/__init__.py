@@ -1,0 +1,24 @@
+"""mlplab: build, train and compare many MLP architectures on MNIST-style data.
+
+    import mlplab
+    results = mlplab.run("seed", seeds=3)   # built-in suite, TOML path, dict or mlplab.Suite
+    results.table()                         # the comparison as a pandas DataFrame
+    results.best().predict(images)
+
+Importing mlplab leaves your session as it is: no matplotlib backend is chosen, and training
+restores torch's global RNG state, thread count and TF32 flags when it returns.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .api import Results, Run, load, run
+from .config import RunConfig
+from .errors import UserError
+from .suite import Suite
+
+try:
+    __version__ = version("mlplab")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["Results", "Run", "RunConfig", "Suite", "UserError", "load", "run", "__version__"]

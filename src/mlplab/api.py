@@ -1,0 +1,346 @@
+"""The Python API: `run` a suite, `load` a results folder, and `Results` / `Run` to look at what was
+trained as pandas DataFrames, matplotlib Figures and models that predict.
+
+    import mlplab
+    r = mlplab.run("seed", seeds=3)        # a built-in name, a TOML path, a dict or a mlplab.Suite
+    r.table()                              # one row per configuration: mean ± std, n, Welch p, rank
+    r.to_pandas(); r.history()             # one row per run; one row per run and epoch
+    r.plot_curves(); r.best().predict(x)
+
+Everything reads the run store (SQLite + run folders), the same one the CLI writes, so a folder
+written by `mlplab run` loads here and the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import plots, report, store
+from .config import RUN_FIELDS, RunConfig
+from .errors import UserError
+from .suite import Suite, apply_overrides, load_suite, parse_suite
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from matplotlib.figure import Figure
+
+
+def as_suite(suite: str | Path | dict | Suite) -> Suite:
+    """A built-in suite name, a TOML path, a dict (the TOML's layout; `experiments` or
+    `experiment`) or a Suite -> a validated Suite."""
+    if isinstance(suite, Suite):
+        return suite
+    if isinstance(suite, dict):
+        return Suite(**suite) if "experiments" in suite else parse_suite(suite, suite.get("name", "suite"))
+    if isinstance(suite, str | Path):
+        return load_suite(str(suite))
+    raise UserError(f"suite: expected a built-in name, a TOML path, a dict or a mlplab.Suite, "
+                    f"got {type(suite).__name__}")
+
+
+def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = None, *,
+        seeds: int | None = None, epochs: int | None = None, only: str | list[str] | None = None,
+        device: str = "auto", progress: bool | Callable[[dict], None] = True,
+        data_dir: str | Path | None = None, workers: int | None = None,
+        cluster: str | None = None) -> Results:
+    """Train every configuration of `suite` (several seeds each, same-shape runs fused) and
+    return its Results.
+
+    out: results folder; runs already finished there are not trained again (resume). None keeps
+    everything in a temporary folder that goes away with the Results (`Results.save` keeps it).
+    seeds, epochs, only: as the CLI's --seeds, --epochs, --only. device: auto, cpu or cuda.
+    progress: True shows live progress where you are (a notebook, a terminal, or plain lines in
+    a log), False shows nothing, a callable receives the raw progress events.
+    workers / cluster: train the groups on a local Dask cluster / an existing scheduler."""
+    from . import sweep
+    from .progress import progress_view
+
+    only = (only,) if isinstance(only, str) else tuple(only or ())
+    s = apply_overrides(as_suite(suite), epochs=epochs, seeds=seeds, only=only)
+    temporary = out is None
+    folder = Path(tempfile.mkdtemp(prefix="mlplab-")) if temporary else Path(out)
+    try:
+        with progress_view(progress) as view:
+            rows = sweep.run_suite(s, folder, device=device, data_dir=data_dir and str(data_dir),
+                                   progress=view, workers=workers, cluster=cluster)
+    except BaseException:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return Results(folder, [r["run_id"] for r in rows], name=s.name, temporary=temporary)
+
+
+def load(out: str | Path, experiments: list[str] | None = None) -> Results:
+    """The Results stored in a results folder (written by `mlplab run` or `mlplab.run`)."""
+    res = Results(Path(out))
+    if experiments:
+        res = res.filter(experiments)
+    return res
+
+
+class Results:
+    """The runs of one results folder (or a selection of them), read from its store."""
+
+    def __init__(self, out: str | Path, run_ids: list[str] | None = None, name: str | None = None,
+                 temporary: bool = False):
+        self.out = Path(out)
+        db = store.read_db(self.out)  # a UserError if OUT holds no store
+        try:
+            self._rows = store.rows(db, run_ids)
+            self._hist = {r["run_id"]: store.history(db, r["run_id"]) for r in self._rows}
+        finally:
+            db.close()
+        self.name = name or self.out.name
+        self._temporary = temporary
+        if temporary:  # the folder lives as long as this object (and its Runs)
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.out), True)
+
+    # --- selection ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Run]:
+        return (Run(self, r) for r in self._rows)
+
+    def __getitem__(self, run_id: str) -> Run:
+        """A run by its id or a unique prefix of it."""
+        found = [r for r in self._rows if r["run_id"].startswith(str(run_id))]
+        if len(found) != 1:
+            what = "no run" if not found else f"{len(found)} runs"
+            raise KeyError(f"{what} with id {run_id!r} in {self.out}")
+        return Run(self, found[0])
+
+    def filter(self, experiments: str | list[str]) -> Results:
+        """Only the runs of these configurations (names as in `table()`)."""
+        names = [experiments] if isinstance(experiments, str) else list(experiments)
+        known = {r["experiment"] for r in self._rows}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise UserError(f"no configuration named {missing[0]!r}; there are: {', '.join(sorted(known))}")
+        sub = Results.__new__(Results)
+        sub.__dict__.update(self.__dict__)
+        sub._parent = self  # keeps a temporary folder alive
+        sub._rows = [r for r in self._rows if r["experiment"] in names]
+        return sub
+
+    def best(self) -> Run:
+        """The best configuration's run with the highest validation accuracy (never chosen on
+        the test set)."""
+        best = report._best_run(self._comparison(), self._rows)
+        if best is None:
+            raise UserError(f"{self.out}: no finished run to choose from")
+        return Run(self, best)
+
+    # --- data frames -------------------------------------------------------------------------
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per run: run_id, experiment, seed, status, final metrics, then every config
+        key as a column (as Optuna's trials_dataframe or Ray Tune's get_dataframe)."""
+        import pandas as pd
+
+        records = []
+        for r in self._rows:
+            cfg = json.loads(r["config"])
+            rec = {k: r[k] for k in store.COLUMNS if k != "finished_at"}
+            rec.update({k: _cell(cfg.get(k)) for k in _CONFIG_COLUMNS})
+            records.append(rec)
+        return pd.DataFrame.from_records(records, columns=_run_columns())
+
+    def table(self) -> pd.DataFrame:
+        """The comparison table, one row per configuration in rank order: mean and std over seeds
+        of validation and test accuracy and loss, n (finished seeds), diverged runs, Welch's p
+        against the best and the marker the report shows ('best', '≈', 'n/a', '')."""
+        import pandas as pd
+
+        recs, table = [], self._comparison()
+        keys = report.differing(table)  # the settings that tell the configurations apart
+        for e in table:
+            rec = {"rank": e["rank"], "model": e["experiment"], "architecture": e["architecture"],
+                   **{k: _cell(e["config"].get(k)) for k in keys},
+                   "params": e["params"], "n": e["n"], "diverged": e["diverged"]}
+            for key in report.METRICS:
+                rec[key] = e[key]
+                if key not in ("train_seconds", "epochs_run"):
+                    rec[f"{key}_std"] = e[f"{key}_std"]
+            rec.update({"p_vs_best": e["p"], "vs_best": e["marker"]})
+            recs.append(rec)
+        df = pd.DataFrame.from_records(recs)
+        if len(df):
+            df["rank"] = df["rank"].astype("Int64")
+        return df.set_index("model") if len(df) else df
+
+    def history(self) -> pd.DataFrame:
+        """Per-epoch metrics in long form: one row per run and epoch (run_id, experiment, seed,
+        epoch, train/val loss and accuracy, lr, seconds)."""
+        import pandas as pd
+
+        recs = [{"run_id": r["run_id"], "experiment": r["experiment"], "seed": r["seed"], **h}
+                for r in self._rows for h in self._hist[r["run_id"]]]
+        cols = ["run_id", "experiment", "seed", *store.HISTORY_FIELDS]
+        return pd.DataFrame.from_records(recs, columns=cols)
+
+    # --- figures -----------------------------------------------------------------------------
+    def plot_curves(self) -> Figure:
+        """Loss and accuracy curves, train and validation, one small panel per configuration on
+        shared axes (mean over seeds, the seed range shaded)."""
+        return plots.curves_grid(self._by_experiment())
+
+    def plot_overlay(self, metric: str = "val_loss") -> Figure:
+        """One mean curve per configuration of `metric` (val_loss, val_acc, train_loss, ...)."""
+        if metric not in store.HISTORY_FIELDS[1:]:
+            raise UserError(f"metric {metric!r} is not one of: {', '.join(store.HISTORY_FIELDS[1:])}")
+        return plots.overlay_plot(metric.replace("_", " "), self._by_experiment(), metric)
+
+    def plot_params(self) -> Figure:
+        """Test accuracy (mean ± std over seeds) against the parameter count."""
+        return plots.params_plot(self._comparison())
+
+    def plot_confusion(self, run: str | None = None) -> Figure:
+        """The confusion matrix on the test set of `run` (default: `best()`)."""
+        return self._run(run).plot_confusion()
+
+    def plot_errors(self, run: str | None = None) -> Figure:
+        """Misclassified test digits (true → predicted) of `run` (default: `best()`)."""
+        return self._run(run).plot_errors()
+
+    def report(self) -> Path:
+        """Write report.html and report.md into the results folder; the HTML file's path."""
+        return report.write_report(self.out, [r["run_id"] for r in self._rows])["html"]
+
+    def save(self, folder: str | Path) -> Results:
+        """Copy this results folder (a temporary one, say) to `folder`; its Results."""
+        dest = Path(folder)
+        if dest.exists() and any(dest.iterdir()):
+            raise UserError(f"{dest}: exists and is not empty")
+        shutil.copytree(self.out, dest, dirs_exist_ok=True)
+        return Results(dest, [r["run_id"] for r in self._rows], name=self.name)
+
+    # --- display -----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return (f"<mlplab.Results {self.name!r}: {len(self._rows)} runs, "
+                f"{len(self._comparison())} configurations, in {self.out}>")
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows a Results as its comparison table."""
+        caption = f"{self.name}: {len(self._rows)} runs in {self.out}"
+        return report.html_table(self._comparison(), caption=caption)
+
+    # --- internals ---------------------------------------------------------------------------
+    def _comparison(self) -> list[dict]:
+        return report.comparison(self._rows)
+
+    def _by_experiment(self) -> dict[str, list[list[dict]]]:
+        out: dict[str, list[list[dict]]] = {}
+        for r in self._rows:
+            if self._hist[r["run_id"]]:
+                out.setdefault(r["experiment"], []).append(self._hist[r["run_id"]])
+        if not out:
+            raise UserError(f"{self.out}: no run with a history to plot")
+        return out
+
+    def _run(self, run: str | None) -> Run:
+        return self.best() if run is None else self[run]
+
+
+class Run:
+    """One trained run: its config, metrics, history, and a model that predicts and exports."""
+
+    def __init__(self, results: Results, row: dict):
+        self._results = results  # keeps a temporary folder alive
+        self._row = row
+        self.run_id: str = row["run_id"]
+        self.folder = store.run_dir(results.out, self.run_id)
+        self.config = RunConfig.model_validate_json(row["config"])
+        self.metrics: dict[str, Any] = {**{k: row[k] for k in store.COLUMNS},
+                                        **json.loads(row["metrics"])}
+        self._model = None
+
+    def __repr__(self) -> str:
+        return (f"<mlplab.Run {self.run_id} {self.config.name!r} seed {self.config.seed}: "
+                f"test_acc {self.metrics['test_acc']:.4f}, {self.metrics['status']}>")
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch metrics of this run (as Keras' History.history, one row per epoch)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self._results._hist[self.run_id],
+                                         columns=list(store.HISTORY_FIELDS))
+
+    def model(self) -> torch.nn.Sequential:
+        """The trained network as a plain torch.nn.Sequential in eval mode, taking float pixels
+        [N, 784] in [0, 1] and returning logits."""
+        return self._stacked().member(0).eval()
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities [N, classes] for images: an array [N, 28, 28] or [N, 784] (uint8
+        pixels or floats in [0, 1]; one image without N also works), or image / .npy file paths."""
+        import torch
+
+        from .evaluate import logits
+        from .predict import as_pixels, load_inputs
+
+        if isinstance(images, str | Path) or (isinstance(images, list | tuple) and images
+                                              and isinstance(images[0], str | Path)):
+            paths = [images] if isinstance(images, str | Path) else list(images)
+            x = load_inputs([str(p) for p in paths])[1]
+        else:
+            x = as_pixels(images)
+        z = logits(self._stacked(), torch.from_numpy(x))[0]
+        return torch.softmax(z, -1).numpy()
+
+    def predict(self, images) -> np.ndarray:
+        """Predicted class index per image (see `predict_proba` for what `images` may be)."""
+        return self.predict_proba(images).argmax(1)
+
+    def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
+        """Write a standalone model (float pixels [N, 784] in [0, 1] -> logits): `onnx` or
+        `torchscript`; default path: the run folder. Returns the path written."""
+        from .predict import export
+
+        return export(self.folder, format, Path(path) if path else None)
+
+    def plot_confusion(self) -> Figure:
+        m = self.metrics
+        return plots.confusion_plot(m["confusion_matrix"], self._classes(),
+                                    f"{self.config.name}, seed {self.config.seed}")
+
+    def plot_errors(self) -> Figure:
+        path = self.folder / "errors.safetensors"
+        if not path.is_file():
+            raise UserError(f"{self.folder}: no misclassified digits were stored for this run")
+        g = store.read_tensors(path)
+        captions = [f"{y} → {p}" for y, p in zip(g["labels"].tolist(), g["preds"].tolist(), strict=True)]
+        return plots.gallery_plot(g["images"].numpy(), captions,
+                                  f"misclassified test digits (true → predicted), {self.config.name}")
+
+    def _stacked(self):
+        if self._model is None:
+            from .predict import load_model
+
+            self._model = load_model(self.folder)[1]
+        return self._model
+
+    def _classes(self) -> tuple[str, ...]:
+        return report._classes([self._row])
+
+
+def _cell(v: Any) -> Any:
+    """Config values as DataFrame cells: lists (per-layer stddevs) as text, so columns stay
+    hashable and comparable."""
+    return json.dumps(v) if isinstance(v, list) else v
+
+
+_CONFIG_COLUMNS = [k for k in RUN_FIELDS if k not in store.COLUMNS and k != "name"]
+
+
+def _run_columns() -> list[str]:
+    return [k for k in store.COLUMNS if k != "finished_at"] + _CONFIG_COLUMNS
