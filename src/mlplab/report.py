@@ -43,7 +43,7 @@ def comparison(rows: list[dict]) -> list[dict]:
     table = []
     for name, rs in by_exp.items():
         ok = [r for r in rs if r["status"] == "finished"]
-        cfg = json.loads(rs[0]["config"])
+        cfg = json.loads(rs[0].get("config") or "{}")
         entry = {"experiment": name, "architecture": rs[0]["architecture"],
                  "config": {k: v for k, v in cfg.items() if k not in ("name", "seed")},
                  "params": int(rs[0]["params"]), "n": len(ok), "runs": len(rs),
