@@ -12,8 +12,16 @@ import re
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure as _Figure
 from matplotlib.ticker import MaxNLocator
+
+
+class Figure(_Figure):
+    """A matplotlib Figure that Jupyter shows as a PNG whatever the backend: without pyplot a
+    bare Figure has no display of its own (measured: only its text repr reached the notebook)."""
+
+    def _repr_png_(self) -> bytes:
+        return png(self)
 
 
 def slug(name: str) -> str:
@@ -30,8 +38,11 @@ def band(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray,
 def _curve(ax, histories, key, color, label):
     mean, lo, hi = band(histories, key)
     epochs = np.arange(1, len(mean) + 1)
-    ax.plot(epochs, mean, color=color, label=label)
+    ax.plot(epochs, mean, color=color, label=label, marker="o" if len(mean) < 4 else None,
+            markersize=3)  # a curve of one or two epochs is a point or two: make them visible
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    if len(mean) == 1:
+        ax.set_xlim(0.5, 1.5)
     if len(histories) > 1:
         ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, linewidth=0)
 
@@ -69,29 +80,28 @@ def curves_grid(by_name: dict[str, list[list[dict]]], cols: int = 4) -> Figure:
     cols = max(1, min(cols, len(names)))
     rows = -(-len(names) // cols)
     fig = Figure(figsize=(2.9 * cols + 0.6, 4.6 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(2 * rows, cols, sharex=True, squeeze=False)
+    grid = fig.add_gridspec(2 * rows, cols)
     loss_axes, acc_axes = [], []
     for i, name in enumerate(names):
         r, c = divmod(i, cols)
-        loss, acc = axes[2 * r, c], axes[2 * r + 1, c]
+        # axes share their scales from the start, so autoscaling sees every configuration's data
+        loss = fig.add_subplot(grid[2 * r, c], sharex=loss_axes[0] if loss_axes else None,
+                               sharey=loss_axes[0] if loss_axes else None)
+        acc = fig.add_subplot(grid[2 * r + 1, c], sharex=loss, sharey=acc_axes[0] if acc_axes else None)
         for key, color in (("train", "tab:blue"), ("val", "tab:orange")):
             _curve(loss, by_name[name], f"{key}_loss", color, f"{key}")
             _curve(acc, by_name[name], f"{key}_acc", color, f"{key}")
         loss.set_title(f"{wrap(name)}\n(n={len(by_name[name])})", fontsize=8)
+        loss.tick_params(labelbottom=False)
         loss_axes.append(loss)
         acc_axes.append(acc)
     for group, label in ((loss_axes, "loss"), (acc_axes, "accuracy")):
         for ax in group:
-            ax.sharey(group[0])
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
             ax.set_ylabel(label, fontsize=8)
     for ax in acc_axes:
         ax.set_xlabel("epoch", fontsize=8)
-    for i in range(len(names), rows * cols):  # empty cells of the last row
-        r, c = divmod(i, cols)
-        axes[2 * r, c].axis("off")
-        axes[2 * r + 1, c].axis("off")
     handles, labels = loss_axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper right", fontsize=8, ncols=2)
     return fig

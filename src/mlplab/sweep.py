@@ -169,4 +169,7 @@ def _in_process(groups: list[Group], device: str, data_dir: str | None, emit):
     for gi, group in enumerate(groups):
         emit({"event": "group", "index": gi, "groups": len(groups), "label": group.label,
               "members": len(group.cfgs), "epochs": max(c.epochs for c in group.cfgs)})
-        yield train_and_evaluate(list(group.cfgs), device, data_dir, emit)
+        trained = train_and_evaluate(list(group.cfgs), device, data_dir, emit)
+        emit({"event": "group_done", "index": gi, "groups": len(groups), "label": group.label,
+              "epochs": max(c.epochs for c in group.cfgs)})
+        yield trained
