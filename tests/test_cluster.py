@@ -41,12 +41,17 @@ def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mn
         killed: list = []
         killer = threading.Thread(target=_kill_a_busy_worker, args=(client, pids, killed))
         killer.start()
-        rows = run_suite(suite, tmp_path / "dist", cluster=cluster.scheduler_address, threads=2)
+        events: list = []
+        rows = run_suite(suite, tmp_path / "dist", cluster=cluster.scheduler_address, threads=2,
+                         progress=events.append)
         killer.join()
     finally:
         client.close()
         cluster.close()
     assert killed, "a worker must have been killed mid-group"
+    # the workers' epochs reached the driver, tagged with their group
+    worker_epochs = [e for e in events if e["event"] == "epoch" and "group" in e]
+    assert worker_epochs and {e["epochs"] for e in worker_epochs} == {3}
     with sqlite3.connect(tmp_path / "dist" / "mlplab.db") as db:
         ids = [r[0] for r in db.execute("SELECT run_id FROM runs")]
         epochs = db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
