@@ -119,3 +119,24 @@ def test_list_and_data_info(mnist):
     assert info.returncode == 0 and "mnist" in info.stdout and "yes" in info.stdout
     fetch = mlplab("data", "fetch", "mnist")
     assert fetch.returncode == 0 and "from cache" in fetch.stdout
+
+
+def test_two_runs_into_one_folder_one_trains_the_other_stops_at_once(tmp_path, mnist):
+    suite = tmp_path / "race.toml"
+    suite.write_text('name = "race"\nseeds = 2\n[defaults]\ntrain_size = 10000\nepochs = 8\n'
+                     '[[experiment]]\nname = "a"\narchitecture = "784-64-10"\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mlplab", "run", str(suite), "--out", str(out)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "in use by another mlplab run (pid " in loser and len(loser.strip().splitlines()) == 1
+    winner_pid = next(p.pid for p, (code, _) in zip(procs, results, strict=True) if code == 0)
+    assert f"pid {winner_pid} " in loser
+    assert len(list((out / "runs").iterdir())) == 2  # trained once: two seeds, two folders
+    # the lock dies with its holder: a rerun (kill -9 or not) is never blocked
+    again = mlplab("run", str(suite), "--out", str(out))
+    assert again.returncode == 0, again.stderr

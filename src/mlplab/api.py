@@ -93,12 +93,7 @@ class Results:
     def __init__(self, out: str | Path, run_ids: list[str] | None = None, name: str | None = None,
                  temporary: bool = False):
         self.out = Path(out)
-        db = store.read_db(self.out)  # a UserError if OUT holds no store
-        try:
-            self._rows = store.rows(db, run_ids)
-            self._hist = {r["run_id"]: store.history(db, r["run_id"]) for r in self._rows}
-        finally:
-            db.close()
+        self._rows, self._hist = store.snapshot(self.out, run_ids)  # UserError: no store
         self.name = name or self.out.name
         self._temporary = temporary
         if temporary:  # the folder lives as long as this object (and its Runs)

@@ -168,10 +168,7 @@ def _classes(rows: list[dict]) -> tuple[str, ...]:
 
 def build(out: Path, run_ids: list[str] | None = None) -> dict:
     """Everything the report shows, as data and figures (bytes), from the store only."""
-    db = store.read_db(out)
-    rows = store.rows(db, run_ids)
-    histories = {r["run_id"]: store.history(db, r["run_id"]) for r in rows}
-    db.close()
+    rows, histories = store.snapshot(out, run_ids)
     if not rows:
         raise UserError(f"{out}: the store has no finished runs yet")
     table = comparison(rows)

@@ -186,6 +186,20 @@ def rows(db: sqlite3.Connection, run_ids: list[str] | None = None) -> list[dict]
     return [by_id[i] for i in run_ids if i in by_id]
 
 
+def snapshot(out: str | Path, run_ids: list[str] | None = None) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Rows and per-run histories read in ONE read transaction: a consistent picture while a
+    run is committing (WAL readers see the database as of their transaction's start)."""
+    db = read_db(out)
+    try:
+        db.execute("BEGIN")
+        found = rows(db, run_ids)
+        hist = {r["run_id"]: history(db, r["run_id"]) for r in found}
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return found, hist
+
+
 def history(db: sqlite3.Connection, run_id: str) -> list[dict]:
     return [dict(r) for r in db.execute(
         "SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))]

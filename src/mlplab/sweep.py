@@ -13,6 +13,7 @@ from . import store
 from .augment import augment
 from .config import RunConfig
 from .evaluate import logits, test_metrics
+from .lock import own
 from .model import StackedMLP
 from .suite import Suite
 from .summary import param_counts
@@ -135,6 +136,12 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     out = store.prepare_out(out)
     remote = bool(cluster or workers)
     dev = device if remote else str(resolve_device(device))  # a cluster's workers resolve it
+    with own(out):  # one owner per results folder, for the whole run
+        return _run_owned(suite, out, dev, remote, data_dir, progress, max_group, cluster, workers,
+                          threads)
+
+
+def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, cluster, workers, threads):
     cells = suite.cells()
     db = store.open_store(out)
     done = store.finished_ids(db)
