@@ -140,3 +140,25 @@ def test_two_runs_into_one_folder_one_trains_the_other_stops_at_once(tmp_path, m
     # the lock dies with its holder: a rerun (kill -9 or not) is never blocked
     again = mlplab("run", str(suite), "--out", str(out))
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "--workers"),
+    (["--workers", "-1"], "--workers"),
+    (["--data-dir", "/does/not/exist"], "/does/not/exist"),
+])
+def test_bad_options_stop_before_anything_is_written(tmp_path, args, message):
+    out = tmp_path / "out"
+    proc = mlplab("run", "quick", "--out", str(out), *args)
+    assert proc.returncode == 2 and message in proc.stderr and not out.exists()
+
+
+def test_summary_of_a_big_grid_says_how_many(tmp_path):
+    suite = tmp_path / "big.toml"
+    suite.write_text('name = "big"\n[[experiment]]\nname = "x"\narchitecture = "64"\n'
+                     '[experiment.grid]\nlr = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]\n'
+                     'dropout = [0.0, 0.1, 0.2, 0.3, 0.4]\n')
+    proc = mlplab("summary", str(suite))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("Total params") == 12
+    assert "and 38 more configurations (50 in all)" in proc.stdout

@@ -10,8 +10,8 @@ from mlplab.suite import apply_overrides, load_suite, parse_suite
 def test_architecture_strings():
     assert parse_architecture("784-512-256-10") == (784, 512, 256, 10)
     assert parse_architecture("512-256") == (784, 512, 256, 10)
-    assert parse_architecture("") == (784, 10)
-    for bad in ("784-x-10", "784--0-10", "-5"):
+    assert parse_architecture("784-10") == (784, 10)  # no hidden layer, said explicitly
+    for bad in ("784-x-10", "784--0-10", "-5", "", " "):
         with pytest.raises(ValueError):
             parse_architecture(bad)
 
@@ -92,12 +92,45 @@ def test_suite_expansion_grid_seeds_and_names():
     ({"experiment": [{"name": "x"}], "seeds": 0}, "seeds must be"),
     ({"experiment": [{"name": "x"}], "sedes": 3}, "unknown key 'sedes'"),
     ({"experiment": [{"name": "x", "batch_size": "big"}]}, "batch_size"),
+    ({}, "no experiment to run; add at least one [[experiment]]"),
+    ({"name": "only-a-name"}, "no experiment to run"),
+    ({"experiment": [{"name": "x", "batch_norm": "yes"}]}, "batch_norm: Input should be a valid boolean"),
+    ({"experiment": [{"name": "x", "batch_norm": 1}]}, "batch_norm: Input should be a valid boolean"),
+    ({"experiment": [{"name": "x", "lr": float("inf")}]}, "lr: Input should be a finite number"),
+    ({"experiment": [{"name": "x", "dropout": float("nan")}]}, "dropout"),
+    ({"experiment": [{"name": "x", "architecture": ""}]}, "architecture is empty"),
+    ({"experiment": [{"name": "x"}], "grid": {"dropout": [0.5, 0.5]}}, "lists 0.5 more than once"),
+    ({"experiment": [{"name": "x", "grid": {"lr": [0.1, 0.01, 0.1]}}]}, "lists 0.1 more than once"),
 ])
 def test_invalid_suites_name_the_field(suite, message):
     with pytest.raises(UserError) as e:
         parse_suite(suite, "bad")
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_a_huge_grid_is_refused_at_once(monkeypatch):
+    import time
+
+    grid = {"lr": [10.0 ** -(i / 100) for i in range(1, 1001)],
+            "weight_decay": [i / 1e6 for i in range(1000)]}
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=r"1,000,000 configurations x 1 seeds = 1,000,000 runs, over "
+                                        r"the limit of 10,000.*MLPLAB_MAX_RUNS"):
+        parse_suite({"experiment": [{"name": "x"}], "grid": grid}, "huge")
+    assert time.perf_counter() - t0 < 1.0
+    small = parse_suite({"experiment": [{"name": "x"}], "grid": {"lr": [0.1, 0.2]}}, "s")
+    with pytest.raises(UserError, match="20,000 runs, over the limit"):
+        apply_overrides(small, seeds=10_000)
+    monkeypatch.setenv("MLPLAB_MAX_RUNS", "3")
+    with pytest.raises(UserError, match="over the limit of 3"):
+        apply_overrides(small, seeds=2)
+
+
+def test_epochs_override_never_silently_loses_to_a_grid():
+    s = parse_suite({"experiment": [{"name": "x", "grid": {"epochs": [1, 2]}}]}, "g")
+    with pytest.raises(UserError, match="--epochs: the grid of 'x' sets epochs itself"):
+        apply_overrides(s, epochs=5)
 
 
 def test_builtin_suites_load_and_are_what_they_say():

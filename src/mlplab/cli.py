@@ -49,9 +49,11 @@ def list_cmd() -> None:
 @click.option("--only", multiple=True, help="run only this experiment (repeatable)")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--data-dir", type=click.Path(), help="folder with the dataset's four IDX files")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
+              help="folder with the dataset's four IDX files")
 @click.option("--cluster", help="Dask scheduler address (tcp://HOST:8786): train the groups there")
-@click.option("--workers", type=int, help="start a local Dask cluster of N worker processes")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="start a local Dask cluster of N worker processes")
 def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers) -> None:
     """Train every configuration of SUITE (built-in name or TOML file) and compare them."""
     from . import sweep  # torch import is slow: only for commands that train
@@ -106,13 +108,17 @@ def runs(out, where, sort, fmt) -> None:
         console.print(table)
 
 
+SUMMARY_MAX = 12  # configurations printed by `summary`; a big grid says how many more
+
+
 @cli.command()
 @click.argument("suite")
 @click.option("--only", multiple=True, help="only this experiment (repeatable)")
 def summary(suite, only) -> None:
     """Keras-style model summary of each configuration of SUITE."""
     s = apply_overrides(load_suite(suite), only=tuple(only))
-    for cfg in s.runs():
+    runs = s.runs()
+    for cfg in runs[:SUMMARY_MAX]:
         table = Table(title=escape(f'Model: "{cfg.name}"  ({cfg.architecture})'),
                       title_justify="left")
         table.add_column("Layer (type)")
@@ -125,6 +131,9 @@ def summary(suite, only) -> None:
         total, trainable, frozen = param_counts(cfg)
         console.print(f"Total params: {total:,}\nTrainable params: {trainable:,}\n"
                       f"Non-trainable params: {frozen:,}\n", highlight=False)
+    if len(runs) > SUMMARY_MAX:
+        console.print(f"… and {len(runs) - SUMMARY_MAX:,} more configurations ({len(runs):,} in all); "
+                      "show one experiment with --only NAME", highlight=False)
 
 
 @cli.command("predict")
@@ -204,7 +213,8 @@ def data_cmd() -> None:
 
 @data_cmd.command("fetch")
 @click.argument("name", type=click.Choice(sorted(data_mod.DATASETS)))
-@click.option("--data-dir", type=click.Path(), help="folder with the four IDX files")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
+              help="folder with the four IDX files")
 def data_fetch(name, data_dir) -> None:
     """Download (or rebuild offline) NAME into the cache, verifying every file."""
     ds = data_mod.load(name, data_dir, log=lambda s: err_console.print(f"[dim]{s}[/]"))

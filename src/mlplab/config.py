@@ -13,7 +13,15 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UserError
 
@@ -34,13 +42,18 @@ DEFAULT_INIT = {"relu": "he_normal", "gelu": "he_normal", "elu": "he_normal", "s
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # no inf/nan in any float (lr = inf is a typo, not a setting)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def parse_architecture(text: str, n_in: int = 784, n_out: int = 10) -> tuple[int, ...]:
-    """'784-512-256-10' or hidden sizes only '512-256' (or '' for none) -> full layer widths."""
+    """'784-512-256-10' or hidden sizes only '512-256' ('784-10': no hidden layer) -> full layer
+    widths."""
     text = str(text).replace(" ", "")
-    parts = text.split("-") if text else []
+    if not text:
+        raise ValueError("architecture is empty; give widths joined by '-', e.g. '784-512-256-10' "
+                         "or '512-256' (hidden sizes), or '784-10' for no hidden layer")
+    parts = text.split("-")
     try:
         widths = tuple(int(p) for p in parts)
     except ValueError:
@@ -66,7 +79,7 @@ class RunConfig(Frozen):
     # model
     architecture: str = "784-512-256-10"
     activation: str = "relu"
-    batch_norm: bool = False
+    batch_norm: StrictBool = False  # true/false only: "yes" or 1 are typos, not settings
     bn_position: Literal["before", "after"] = "after"  # relative to the activation
     bn_momentum: float = Field(0.99, gt=0, lt=1)  # Keras convention: moving = m*moving + (1-m)*batch
     bn_epsilon: float = Field(1e-3, gt=0)
@@ -106,7 +119,7 @@ class RunConfig(Frozen):
     batch_size: int = Field(128, gt=0)
     epochs: int = Field(10, gt=0)
     patience: int | None = Field(None, gt=0, description="early stopping on val_loss; None = off")
-    restore_best: bool = True
+    restore_best: StrictBool = True
     seed: int = Field(0, ge=0)
 
     @field_validator("architecture")

@@ -19,6 +19,9 @@ A suite is TOML::
 from __future__ import annotations
 
 import itertools
+import json
+import math
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -113,7 +116,10 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
     defaults = _table(data.get("defaults", {}), f"suite {name}: defaults")
     _check_keys(defaults, f"suite {name}: defaults")
     grid = _grid(data.get("grid", {}), f"suite {name}: grid")
-    raw = data.get("experiment", [{"name": name}])
+    raw = data.get("experiment")
+    if raw is None:
+        raise UserError(f"suite {name}: no experiment to run; add at least one [[experiment]] table "
+                        "with a name, e.g. [[experiment]] name = \"2-hidden\" architecture = \"512-256\"")
     if not isinstance(raw, list) or not raw:
         raise UserError(f"suite {name}: 'experiment' must be a non-empty array of tables [[experiment]]")
     experiments, seen = [], set()
@@ -134,8 +140,23 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
         "name": str(data.get("name", name)), "description": str(data.get("description", "")),
         "seeds": seed_list, "experiments": experiments, "grid": grid, "defaults": defaults,
         "_parsed": True})
+    check_size(suite)  # before expanding: a million-cell grid is refused at once
     suite.runs()  # validate every run now: nothing starts on a bad suite
     return suite
+
+
+def max_runs() -> int:
+    """The largest plan a suite may expand to (MLPLAB_MAX_RUNS, default 10,000)."""
+    try:
+        return int(os.environ.get("MLPLAB_MAX_RUNS", "10000"))
+    except ValueError:
+        raise UserError(f"MLPLAB_MAX_RUNS={os.environ['MLPLAB_MAX_RUNS']!r} is not a whole number") from None
+
+
+def count_runs(suite: Suite) -> tuple[int, int]:
+    """(configurations, runs) without expanding anything."""
+    configs = sum(math.prod(len(v) for v in {**suite.grid, **e.grid}.values()) for e in suite.experiments)
+    return configs, configs * len(suite.seeds)
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -156,7 +177,19 @@ def _grid(value: Any, where: str) -> dict[str, list[Any]]:
     for key, values in table.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{where}.{key} must be a non-empty list of values")
+        seen = [json.dumps(v, sort_keys=True) for v in values]
+        twice = next((v for v, s in zip(values, seen, strict=True) if seen.count(s) > 1), None)
+        if twice is not None:  # the same run twice, under one name: a typo
+            raise UserError(f"{where}.{key} lists {twice!r} more than once; each value once")
     return table
+
+
+def check_size(suite: Suite) -> None:
+    configs, runs = count_runs(suite)
+    if runs > max_runs():
+        raise UserError(f"suite {suite.name}: {configs:,} configurations x {len(suite.seeds)} seeds = "
+                        f"{runs:,} runs, over the limit of {max_runs():,}; shrink the grid, or raise "
+                        "the limit with MLPLAB_MAX_RUNS")
 
 
 def builtin_suites() -> dict[str, Path]:
@@ -195,6 +228,10 @@ def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | Non
     if epochs is not None:
         if epochs <= 0:
             raise UserError(f"--epochs must be a positive count, got {epochs}")
+        gridded = [e.name for e in suite.experiments if "epochs" in {**suite.grid, **e.grid}]
+        if gridded:  # the grid's values would win: say so rather than ignore the option
+            raise UserError(f"--epochs: the grid of {gridded[0]!r} sets epochs itself; change the "
+                            "suite's grid instead")
         update["defaults"] = {**suite.defaults, "epochs": epochs}
         update["experiments"] = [
             e.model_copy(update={"settings": {**e.settings, "epochs": epochs}}) for e in suite.experiments
@@ -207,4 +244,6 @@ def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | Non
                             f"experiments: {', '.join(names)}")
         update["experiments"] = [e for e in update.get("experiments", suite.experiments)
                                  if e.name in only]
-    return suite.model_copy(update=update)
+    result = suite.model_copy(update=update)
+    check_size(result)
+    return result
