@@ -151,7 +151,8 @@ class Results:
 
     def table(self) -> pd.DataFrame:
         """The comparison table, one row per configuration in rank order: mean and std over seeds
-        of validation and test accuracy and loss, n (finished seeds), diverged runs, Welch's p
+        of validation and test accuracy and loss, n (seeds in the means) of runs, diverged and
+        chance-level runs (never averaged), Welch's p
         against the best and the marker the report shows ('best', '≈', 'n/a', '')."""
         import pandas as pd
 
@@ -160,7 +161,8 @@ class Results:
         for e in table:
             rec = {"rank": e["rank"], "model": e["experiment"], "architecture": e["architecture"],
                    **{k: _cell(e["config"].get(k)) for k in keys},
-                   "params": e["params"], "n": e["n"], "diverged": e["diverged"]}
+                   "params": e["params"], "n": e["n"], "runs": e["runs"], "diverged": e["diverged"],
+                   "chance": e["chance"]}
             for key in report.METRICS:
                 rec[key] = e[key]
                 if key not in ("train_seconds", "epochs_run"):

@@ -29,9 +29,9 @@ METRICS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_seconds", "epo
 FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard deviation over seeds. "
           f"≈ marks configurations not distinguishable from the best (Welch's t-test on "
           f"validation accuracy, two-sided, p ≥ {ALPHA}); n/a: fewer than 2 seeds, no test "
-          f"possible. Diverged runs (non-finite loss, or chance level: accuracy ≤ 15% with loss "
-          f"near ln 10) are listed but never averaged or ranked. Train s: wall time of the fused group "
-          f"the run trained in.")
+          f"possible. n counts the seeds in the means: runs that diverged (non-finite loss) or "
+          f"ended at chance level (accuracy ≤ 15% with loss near ln 10) are counted but never "
+          f"averaged or ranked. Train s: wall time of the fused group the run trained in.")
 
 
 def comparison(rows: list[dict]) -> list[dict]:
@@ -47,7 +47,8 @@ def comparison(rows: list[dict]) -> list[dict]:
         entry = {"experiment": name, "architecture": rs[0]["architecture"],
                  "config": {k: v for k, v in cfg.items() if k not in ("name", "seed")},
                  "params": int(rs[0]["params"]), "n": len(ok), "runs": len(rs),
-                 "diverged": len(rs) - len(ok), "ranked": bool(ok),
+                 "diverged": sum(r["status"] == "diverged" for r in rs),
+                 "chance": sum(r["status"] == "chance" for r in rs), "ranked": bool(ok),
                  "val_accs": [float(r["val_acc"]) for r in ok],
                  "run_ids": [r["run_id"] for r in rs]}
         for key in METRICS:
@@ -108,7 +109,7 @@ def table_rows(table: list[dict]) -> list[dict]:
             "rank": str(e["rank"] or "–"), "experiment": e["experiment"],
             "architecture": e["architecture"], "settings": settings_text(e, keys),
             "params": f"{e['params']:,}",
-            "n": str(n) + (f" (+{e['diverged']} diverged)" if e["diverged"] else ""),
+            "n": n_text(e),
             "epochs": "—" if not n else f"{e['epochs_run']:.0f}",
             "val_acc": fmt(e["val_acc"], e["val_acc_std"], n),
             "val_loss": fmt(e["val_loss"], e["val_loss_std"], n),
@@ -118,6 +119,14 @@ def table_rows(table: list[dict]) -> list[dict]:
             "vs_best": e["marker"] + (_p_text(e["p"]) if e["p"] is not None else ""),
         })
     return out
+
+
+def n_text(e: dict) -> str:
+    """'3', or '1 of 3 (1 diverged, 1 at chance)' when not every seed counts."""
+    if e["n"] == e["runs"]:
+        return str(e["n"])
+    why = [f"{e[k]} {w}" for k, w in (("diverged", "diverged"), ("chance", "at chance")) if e.get(k)]
+    return f"{e['n']} of {e['runs']}" + (f" ({', '.join(why)})" if why else "")
 
 
 def _p_text(p: float) -> str:

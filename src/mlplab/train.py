@@ -35,7 +35,7 @@ class MemberResult:
     cfg: RunConfig
     history: list[dict] = field(default_factory=list)
     state: dict[str, torch.Tensor] = field(default_factory=dict)
-    status: str = "running"  # finished | diverged
+    status: str = "running"  # finished | diverged (non-finite loss) | chance (learned nothing)
     best_epoch: int = 0
     best_val_loss: float = math.inf
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
@@ -277,7 +277,7 @@ def _member_epoch(res: MemberResult, i: int, model: StackedMLP) -> None:
         res.bad_epochs += 1
     stop = cfg.patience is not None and res.bad_epochs >= cfg.patience
     if stop or row["epoch"] >= cfg.epochs:
-        res.status = "diverged" if at_chance(row, cfg.widths[-1]) else "finished"
+        res.status = "chance" if at_chance(row, cfg.widths[-1]) else "finished"
         if not keep_best:
             res.state = model.member_state(i)
 
