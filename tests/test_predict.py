@@ -167,3 +167,14 @@ def test_bad_inputs_exit_2_with_one_line(trained, tmp_path):
     assert ok.returncode == 0, ok.stderr
     top = json.loads(ok.stdout)[0]["top"]
     assert len(top) == 3 and top[0]["p"] >= top[1]["p"] >= top[2]["p"]
+
+
+def test_json_output_is_strict_json():
+    from mlplab.predict import to_json
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+    text = to_json([{"input": "a.png", "top": [{"p": float("nan")}, {"p": 0.5}],
+                     "x": (1.0, float("inf"))}])
+    assert strict(text) == [{"input": "a.png", "top": [{"p": None}, {"p": 0.5}], "x": [1.0, None]}]

@@ -260,5 +260,15 @@ def describe(result: dict) -> str:
 
 
 def to_json(obj) -> str:
-    return json.dumps(obj, indent=2, default=lambda o: None if isinstance(o, float) and
-                      math.isnan(o) else str(o))
+    """JSON any parser reads: non-finite floats (a diverged run's probabilities) become null
+    (json.dumps would write bare NaN, which is not JSON)."""
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False, default=str)
