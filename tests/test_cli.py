@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -162,3 +163,26 @@ def test_summary_of_a_big_grid_says_how_many(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("Total params") == 12
     assert "and 38 more configurations (50 in all)" in proc.stdout
+
+
+def test_same_suite_with_other_epochs_is_another_configuration(tmp_path, mnist):
+    suite = tmp_path / "twice.toml"
+    suite.write_text('name = "twice"\nseeds = 2\n[defaults]\ntrain_size = 1000\n'
+                     '[[experiment]]\nname = "m"\narchitecture = "784-16-10"\n')
+    out = tmp_path / "out"
+    assert mlplab("run", str(suite), "--out", str(out), "--epochs", "1").returncode == 0
+    second = mlplab("run", str(suite), "--out", str(out), "--epochs", "2")
+    assert second.returncode == 0, second.stderr
+    rep = mlplab("report", str(out))
+    assert rep.returncode == 0, rep.stderr
+
+    def table(text):  # the comparison table's rows, as printed
+        return [line for line in text.splitlines() if line.startswith("│ ")]
+
+    rows = table(second.stdout)
+    assert rows == table(rep.stdout)  # run and report agree
+    assert len(rows) == 2
+    assert any("m (epochs=1)" in r for r in rows) and any("m (epochs=2)" in r for r in rows)
+    assert all("│ 2 │" in r for r in rows)  # n = 2 each: never the four runs averaged
+    text = re.sub(r"<[^>]+>", "", (out / "report.html").read_text())
+    assert "m (epochs=1)" in text and "m (epochs=2)" in text

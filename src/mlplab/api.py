@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import plots, report, store
+from . import compare, plots, report, store
 from .config import RUN_FIELDS, RunConfig
 from .errors import UserError
 from .suite import Suite, apply_overrides, load_suite, parse_suite
@@ -117,20 +117,21 @@ class Results:
     def filter(self, experiments: str | list[str]) -> Results:
         """Only the runs of these configurations (names as in `table()`)."""
         names = [experiments] if isinstance(experiments, str) else list(experiments)
-        known = {r["experiment"] for r in self._rows}
-        missing = [n for n in names if n not in known]
+        ids = {e["experiment"]: e["run_ids"] for e in self._comparison()}
+        missing = [n for n in names if n not in ids]
         if missing:
-            raise UserError(f"no configuration named {missing[0]!r}; there are: {', '.join(sorted(known))}")
+            raise UserError(f"no configuration named {missing[0]!r}; there are: {', '.join(ids)}")
+        keep = {i for n in names for i in ids[n]}
         sub = Results.__new__(Results)
         sub.__dict__.update(self.__dict__)
         sub._parent = self  # keeps a temporary folder alive
-        sub._rows = [r for r in self._rows if r["experiment"] in names]
+        sub._rows = [r for r in self._rows if r["run_id"] in keep]
         return sub
 
     def best(self) -> Run:
         """The best configuration's run with the highest validation accuracy (never chosen on
         the test set)."""
-        best = report._best_run(self._comparison(), self._rows)
+        best = report.best_run(self._comparison(), self._rows)
         if best is None:
             raise UserError(f"{self.out}: no finished run to choose from")
         return Run(self, best)
@@ -157,13 +158,13 @@ class Results:
         import pandas as pd
 
         recs, table = [], self._comparison()
-        keys = report.differing(table)  # the settings that tell the configurations apart
+        keys = compare.differing(table)  # the settings that tell the configurations apart
         for e in table:
             rec = {"rank": e["rank"], "model": e["experiment"], "architecture": e["architecture"],
                    **{k: _cell(e["config"].get(k)) for k in keys},
                    "params": e["params"], "n": e["n"], "runs": e["runs"], "diverged": e["diverged"],
                    "chance": e["chance"]}
-            for key in report.METRICS:
+            for key in compare.METRICS:
                 rec[key] = e[key]
                 if key not in ("train_seconds", "epochs_run"):
                     rec[f"{key}_std"] = e[f"{key}_std"]
@@ -228,17 +229,19 @@ class Results:
     def _repr_html_(self) -> str:
         """Jupyter shows a Results as its comparison table."""
         caption = f"{self.name}: {len(self._rows)} runs in {self.out}"
-        return report.html_table(self._comparison(), caption=caption)
+        return compare.html_table(self._comparison(), caption=caption)
 
     # --- internals ---------------------------------------------------------------------------
     def _comparison(self) -> list[dict]:
-        return report.comparison(self._rows)
+        return compare.comparison(self._rows)
 
     def _by_experiment(self) -> dict[str, list[list[dict]]]:
+        """Histories per configuration (names as in `table()`)."""
         out: dict[str, list[list[dict]]] = {}
-        for r in self._rows:
-            if self._hist[r["run_id"]]:
-                out.setdefault(r["experiment"], []).append(self._hist[r["run_id"]])
+        for e in self._comparison():
+            hs = [self._hist[i] for i in e["run_ids"] if self._hist.get(i)]
+            if hs:
+                out[e["experiment"]] = hs
         if not out:
             raise UserError(f"{self.out}: no run with a history to plot")
         return out
@@ -327,7 +330,7 @@ class Run:
         return self._model
 
     def _classes(self) -> tuple[str, ...]:
-        return report._classes([self._row])
+        return report.class_names([self._row])
 
 
 def _cell(v: Any) -> Any:

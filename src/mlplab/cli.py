@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import compare, report
 from . import data as data_mod
-from . import report
 from .errors import UserError
 from .progress import progress_view
 from .suite import apply_overrides, builtin_suites, load_suite
@@ -62,8 +62,8 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers) -> 
     with progress_view(True) as progress:
         rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress,
                                cluster=cluster, workers=workers)
-    paths = report.write_report(out, [r["run_id"] for r in rows])
-    _print_table(report.comparison(rows), f"{s.name}: {len(rows)} runs")
+    # The folder is the unit: `run` and `report` show the same table, of every run in OUT.
+    paths = _report_and_table(out, f"suite {s.name}: {len(rows)} runs")
     console.print(f"results: {Path(out) / 'results.csv'}   plots: {Path(out) / 'plots'}/   "
                   f"report: {paths['html']}")
 
@@ -72,8 +72,18 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers) -> 
 @click.argument("out", type=click.Path())
 def report_cmd(out) -> None:
     """Write OUT/report.html and OUT/report.md from the run store (works on old results)."""
-    paths = report.write_report(out)
+    paths = _report_and_table(out, "")
     console.print(f"report: {paths['html']}  {paths['md']}")
+
+
+def _report_and_table(out, what: str) -> dict:
+    """Write OUT's report and print its comparison table (both of every run in OUT)."""
+    from .store import snapshot
+
+    paths = report.write_report(out)
+    rows, _ = snapshot(out)
+    _print_table(compare.comparison(rows), f"{out}: {len(rows)} runs" + (f" ({what})" if what else ""))
+    return paths
 
 
 @cli.command()
@@ -233,13 +243,13 @@ def data_info() -> None:
 
 
 def _print_table(table_data: list[dict], title: str) -> None:
-    table = Table(title=title, caption=report.FOOTER, caption_justify="left")
-    for key, col in report.COLUMNS:
+    table = Table(title=title, caption=compare.FOOTER, caption_justify="left")
+    for key, col in compare.COLUMNS:
         # text columns fold onto more lines instead of ending in '…': names stay distinguishable
-        table.add_column(col, justify="left" if key in report.TEXT_COLUMNS else "right",
-                         overflow="fold", no_wrap=key not in report.TEXT_COLUMNS)
-    for row in report.table_rows(table_data):
-        table.add_row(*(escape(row[key]) for key, _ in report.COLUMNS))
+        table.add_column(col, justify="left" if key in compare.TEXT_COLUMNS else "right",
+                         overflow="fold", no_wrap=key not in compare.TEXT_COLUMNS)
+    for row in compare.table_rows(table_data):
+        table.add_row(*(escape(row[key]) for key, _ in compare.COLUMNS))
     console.print(table)
 
 

@@ -1,18 +1,11 @@
-"""Comparison tables and the report, built from the run store only (so old results re-report).
-
-Configurations are compared over seeds: mean +- std and n, ranked by mean validation accuracy
-(never by test accuracy), and each is tested against the best with Welch's t-test: p >= ALPHA
-means "not distinguishable from the best with these seeds". Diverged runs are counted and shown
-but never enter the means or the ranking.
-"""
+"""The report (report.html, report.md, plots/), built from the run store only, so old results
+re-report. Its table is `compare.comparison` (re-exported here)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import json
-import re
-from html import escape
 from importlib import resources
 from pathlib import Path
 
@@ -21,154 +14,21 @@ from markupsafe import Markup
 
 from . import data as data_mod
 from . import plots, store
+from .compare import (  # noqa: F401  (re-exported: the report's table is the comparison)
+    ALPHA,
+    COLUMNS,
+    FOOTER,
+    METRICS,
+    comparison,
+    differing,
+    html_table,
+    markdown_table,
+    table_rows,
+)
 from .errors import UserError
-from .stats import mean_std, welch
-
-ALPHA = 0.05
-METRICS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_seconds", "epochs_run")
-FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard deviation over seeds. "
-          f"≈ marks configurations not distinguishable from the best (Welch's t-test on "
-          f"validation accuracy, two-sided, p ≥ {ALPHA}); n/a: fewer than 2 seeds, no test "
-          f"possible. n counts the seeds in the means: runs that diverged (non-finite loss) or "
-          f"ended at chance level (accuracy ≤ 15% with loss near ln 10) are counted but never "
-          f"averaged or ranked. Train s: wall time of the fused group the run trained in.")
 
 
-def comparison(rows: list[dict]) -> list[dict]:
-    """One entry per configuration (experiment name): n, diverged, mean/std of METRICS over the
-    finished runs, rank, p-value against the best, and a marker ('best', '≈', '', 'n/a')."""
-    by_exp: dict[str, list[dict]] = {}
-    for r in rows:
-        by_exp.setdefault(r["experiment"], []).append(r)
-    table = []
-    for name, rs in by_exp.items():
-        ok = [r for r in rs if r["status"] == "finished"]
-        cfg = json.loads(rs[0].get("config") or "{}")
-        entry = {"experiment": name, "architecture": rs[0]["architecture"],
-                 "config": {k: v for k, v in cfg.items() if k not in ("name", "seed")},
-                 "params": int(rs[0]["params"]), "n": len(ok), "runs": len(rs),
-                 "diverged": sum(r["status"] == "diverged" for r in rs),
-                 "chance": sum(r["status"] == "chance" for r in rs), "ranked": bool(ok),
-                 "val_accs": [float(r["val_acc"]) for r in ok],
-                 "run_ids": [r["run_id"] for r in rs]}
-        for key in METRICS:
-            entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in ok])
-        table.append(entry)
-    ranked = sorted((e for e in table if e["ranked"]), key=lambda e: -e["val_acc"])
-    for i, e in enumerate(ranked):
-        e["rank"] = i + 1
-    for e in table:
-        e.setdefault("rank", None)
-        e["p"], e["marker"] = None, ""
-    if ranked:
-        best = ranked[0]
-        best["marker"] = "best"
-        for e in ranked[1:]:
-            p = welch(best["val_accs"], e["val_accs"])
-            e["p"] = None if p != p else p
-            e["marker"] = "n/a" if e["p"] is None else ("≈" if p >= ALPHA else "")
-    return ranked + [e for e in table if not e["ranked"]]
-
-
-def differing(table: list[dict]) -> list[str]:
-    """The config keys whose values differ between the table's configurations (the seed and the
-    architecture, which has its own column, aside)."""
-    if len(table) < 2:
-        return []
-    keys = [k for k in table[0]["config"] if k != "architecture"]
-    return [k for k in keys if len({json.dumps(e["config"].get(k)) for e in table}) > 1]
-
-
-def settings_text(entry: dict, keys: list[str]) -> str:
-    """'dropout=0.5, lr=0.01': the differing settings not already spelled out in the name."""
-    shown = entry["experiment"].partition("[")[2]
-    return ", ".join(f"{k}={_value(entry['config'].get(k))}" for k in keys if f"{k}=" not in shown)
-
-
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, list):
-        return "[" + ",".join(map(str, v)) + "]"
-    return "none" if v is None else str(v)
-
-
-def fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
-    """'0.9843' for one seed, '0.9843 ± 0.0012' for several, '—' for none."""
-    if n == 0 or mean != mean:
-        return "—"
-    return f"{mean:.{digits}f}" if n <= 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def table_rows(table: list[dict]) -> list[dict]:
-    """Display strings for one comparison table (shared by the terminal, HTML and Markdown)."""
-    out, keys = [], differing(table)
-    for e in table:
-        n = e["n"]
-        out.append({
-            "rank": str(e["rank"] or "–"), "experiment": e["experiment"],
-            "architecture": e["architecture"], "settings": settings_text(e, keys),
-            "params": f"{e['params']:,}",
-            "n": n_text(e),
-            "epochs": "—" if not n else f"{e['epochs_run']:.0f}",
-            "val_acc": fmt(e["val_acc"], e["val_acc_std"], n),
-            "val_loss": fmt(e["val_loss"], e["val_loss_std"], n),
-            "test_acc": fmt(e["test_acc"], e["test_acc_std"], n),
-            "test_loss": fmt(e["test_loss"], e["test_loss_std"], n),
-            "seconds": "—" if not n else f"{e['train_seconds']:.{0 if e['train_seconds'] >= 10 else 1}f}",
-            "vs_best": e["marker"] + (_p_text(e["p"]) if e["p"] is not None else ""),
-        })
-    return out
-
-
-def n_text(e: dict) -> str:
-    """'3', or '1 of 3 (1 diverged, 1 at chance)' when not every seed counts."""
-    if e["n"] == e["runs"]:
-        return str(e["n"])
-    why = [f"{e[k]} {w}" for k, w in (("diverged", "diverged"), ("chance", "at chance")) if e.get(k)]
-    return f"{e['n']} of {e['runs']}" + (f" ({', '.join(why)})" if why else "")
-
-
-def _p_text(p: float) -> str:
-    return " p<0.01" if p < 0.01 else f" p={p:.2f}"
-
-
-COLUMNS = (("rank", "#"), ("experiment", "Model"), ("architecture", "Architecture"),
-           ("settings", "Settings"), ("params", "Params"), ("n", "n"), ("epochs", "Epochs"),
-           ("val_acc", "Val accuracy"),
-           ("test_loss", "Test loss"), ("test_acc", "Test accuracy"), ("seconds", "Train s"),
-           ("vs_best", "vs best"))
-
-
-TEXT_COLUMNS = ("experiment", "architecture", "settings")
-
-
-def _nowrap(text: str) -> Markup:
-    """HTML that may break only after ',' or ' ' or before '[': never at a hyphen, so
-    '2-hidden' and '784-512-256-10' stay whole on a narrow screen."""
-    parts = [p for p in re.split(r"(?<=[, ])|(?=\[)", text) if p]
-    return Markup("<wbr>").join(Markup('<span class="nw">{}</span>').format(p) for p in parts)
-
-
-def html_table(table: list[dict], caption: str = "") -> str:
-    """The comparison table as HTML (the report's, and what Jupyter shows for a Results)."""
-    rows = table_rows(table)
-    cols = [(k, t) for k, t in COLUMNS if k != "settings" or any(r["settings"] for r in rows)]
-    head = "".join(f'<th class="{"l" if k in TEXT_COLUMNS else ""}">{escape(t)}</th>' for k, t in cols)
-    body = []
-    for e, row in zip(table, rows, strict=True):
-        cls = "best" if e["marker"] == "best" else "tie" if e["marker"] == "≈" else (
-            "" if e["ranked"] else "unranked")
-        cells = "".join(f'<td class="l">{_nowrap(row[k])}</td>' if k in TEXT_COLUMNS
-                        else f"<td>{escape(row[k])}</td>" for k, _ in cols)
-        body.append(f'<tr class="{cls}">{cells}</tr>')
-    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return (f'<div class="mlplab-table" style="overflow-x:auto"><table class="comparison">{cap}'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            f'<p class="foot" style="font-size:smaller">{escape(FOOTER)}</p></div>')
-
-
-def _classes(rows: list[dict]) -> tuple[str, ...]:
+def class_names(rows: list[dict]) -> tuple[str, ...]:
     name = json.loads(rows[0]["config"])["dataset"]
     spec = data_mod.DATASETS.get(name)
     n = len(json.loads(rows[0]["metrics"])["per_class_acc"])
@@ -204,21 +64,21 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
         figs["overlays"] = overlays
     figs["params"] = [("accuracy vs parameters", "test accuracy, mean ± std over seeds; points "
                        "numbered by rank on validation accuracy", plots.png(plots.params_plot(table)))]
-    best_run = _best_run(table, rows)
-    if best_run:
-        metrics = json.loads(best_run["metrics"])
-        title = f"{best_run['experiment']}, seed {best_run['seed']}"
+    best = best_run(table, rows)
+    if best:
+        metrics = json.loads(best["metrics"])
+        title = f"{best['experiment']}, seed {best['seed']}"
         n_test = sum(map(sum, metrics["confusion_matrix"]))
         figs["confusion"] = [(title, f"{title}: {n_test:,} test images, accuracy "
-                              f"{best_run['test_acc']:.4f} (colour: log count)",
+                              f"{best['test_acc']:.4f} (colour: log count)",
                               plots.png(plots.confusion_plot(metrics["confusion_matrix"],
-                                                             _classes(rows), title)))]
-        errors = store.run_dir(out, best_run["run_id"]) / "errors.safetensors"
+                                                             class_names(rows), title)))]
+        errors = store.run_dir(out, best["run_id"]) / "errors.safetensors"
         if errors.is_file():
             g = store.read_tensors(errors)
             captions = [f"{y} → {p}" for y, p in zip(g["labels"].tolist(), g["preds"].tolist(),
                                                       strict=True)]
-            wrong = round((1 - best_run["test_acc"]) * n_test)
+            wrong = round((1 - best["test_acc"]) * n_test)
             figs["gallery"] = [(title, f"the first {len(captions)} of its {wrong} errors, "
                                 "labelled true → predicted", plots.png(plots.gallery_plot(
                                     g["images"].numpy(), captions, title)))]
@@ -233,11 +93,11 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
                                       e["experiment"], cols=12, color="black")))]
             break
     return {"table": table, "rows": table_rows(table), "figs": figs, "runs": len(rows),
-            "devices": sorted({r["device"] or "?" for r in rows}), "best": best_run,
+            "devices": sorted({r["device"] or "?" for r in rows}), "best": best,
             "histories": by_exp}
 
 
-def _best_run(table: list[dict], rows: list[dict]) -> dict | None:
+def best_run(table: list[dict], rows: list[dict]) -> dict | None:
     """The best configuration's run with the highest validation accuracy."""
     ranked = [e for e in table if e["ranked"]]
     if not ranked:
@@ -277,13 +137,6 @@ def write_report(out: str | Path, run_ids: list[str] | None = None) -> dict[str,
     store.write_text_atomic(out / "report.html", html)
     store.write_text_atomic(out / "report.md", _markdown(rep, md_images, created))
     return {"html": out / "report.html", "md": out / "report.md"}
-
-
-def markdown_table(rows: list[dict]) -> str:
-    head = "| " + " | ".join(t for _, t in COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(r[k].replace("|", "\\|") for k, _ in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
 
 
 def _markdown(rep: dict, images: dict[str, list[tuple[str, str]]], created: str) -> str:
