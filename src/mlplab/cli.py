@@ -254,12 +254,13 @@ def _print_table(table_data: list[dict], title: str) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors -> one line on stderr, exit code 2."""
+    """Entry point: user and environment errors -> one line on stderr, exit code 2; an internal
+    error -> one line and exit code 1 (--debug, before the command, shows the traceback)."""
+    debug = "--debug" in sys.argv[1:2]
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=sys.argv[2:] if debug else sys.argv[1:], standalone_mode=False)
     except UserError as e:
-        err_console.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(e), 2)
     except (click.exceptions.Abort, KeyboardInterrupt):
         err_console.print("interrupted: every finished run is saved; run the same command again "
                           "to resume", highlight=False)
@@ -267,3 +268,36 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    except Exception as e:
+        if debug:
+            raise
+        what = environment_error(e)
+        if what:
+            _fail(what, 2)
+        _fail(f"internal error: {type(e).__name__}: {e} (run `mlplab --debug ...` for the traceback)", 1)
+
+
+def environment_error(e: Exception) -> str | None:
+    """One line for a failure of the machine rather than of mlplab, or None."""
+    import errno
+    import sqlite3
+
+    text = str(e)
+    disk_full = "No space left on device" in text or "database or disk is full" in text
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or disk_full:  # safetensors, SQLite too
+        where = getattr(e, "filename", None) or "results"
+        return (f"disk full while writing {where}: every run finished before is saved and nothing "
+                "half-written is left; free space and run the same command to resume")
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {e.filename or 'there'}: {e.strerror}"
+    if isinstance(e, sqlite3.DatabaseError):
+        return (f"the run store is unreadable ({e}); every finished run is also in OUT/runs/: move "
+                "OUT/mlplab.db aside and run again to rebuild it from them")
+    if isinstance(e, OSError):
+        return f"{e.filename or 'file'}: {e.strerror or e}"
+    return None
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    sys.exit(code)

@@ -180,6 +180,8 @@ def export(folder: Path, fmt: str, dest: Path | None = None) -> Path:
     logits [N, classes]: TorchScript (.pt) or ONNX (.onnx)."""
     if fmt not in EXPORTERS:
         raise UserError(f"--format {fmt!r} is not one of: {', '.join(EXPORTERS)}")
+    if dest is not None and not dest.parent.is_dir():
+        raise UserError(f"--to {dest}: the folder {dest.parent} does not exist")
     _, model = load_model(folder)
     net = model.member(0).eval()
     dest = dest or folder / f"model.{EXPORTERS[fmt][0]}"

@@ -127,10 +127,12 @@ class LineView:
     def __call__(self, e: dict) -> None:
         t = self.tracker
         t.update(e)
-        if e["event"] == "epoch":
+        if e["event"] == "epoch":  # the epoch that just ended
             i = e.get("group", max(t.groups, default=0))
-            self._print(f"  {group_text(i, t.groups[i], len(t.plan))}  "
-                        f"[{t.fraction():.0%} of suite, ETA {clock(t.eta())}]")
+            g = t.groups[i]
+            best = f"  best val_acc {g['best']:.4f}" if g["best"] is not None else ""
+            self._print(f"  group {i + 1}/{len(t.plan)}  epoch {e['epoch']}/{e['epochs']}{best}  "
+                        f"{g['running']} running  [{t.fraction():.0%} of suite, ETA {clock(t.eta())}]")
         elif e["event"] != "batch":
             self._print(describe(e))
 

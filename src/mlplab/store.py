@@ -60,11 +60,18 @@ def run_dir(out: Path, run_id: str) -> Path:
 
 
 def connect(out: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(Path(out) / "mlplab.db", timeout=30)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
+    path = Path(out) / "mlplab.db"
+    try:
+        db = sqlite3.connect(path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        db.execute("SELECT run_id FROM runs LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"{path} is not a readable mlplab store ({e}); every finished run is also "
+                        f"in {Path(out) / 'runs'}/: move mlplab.db aside and run again to rebuild "
+                        "it from them") from None
     return db
 
 
@@ -105,8 +112,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:  # disk full, Ctrl-C: no temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -118,8 +129,24 @@ def commit_run(db: sqlite3.Connection, out: Path, cfg: RunConfig, history: list[
                extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write a finished run's folder atomically, then its database rows in one transaction."""
     final = run_dir(out, cfg.run_id)
+    metrics = {**metrics, "finished_at": time.time()}
     tmp = final.with_name(f".{cfg.run_id}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_run_folder(tmp, cfg, history, metrics, state, extra)
+    except BaseException:  # disk full, Ctrl-C: no half-written folder is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():  # an unfinished leftover: it has no database row
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _insert(db, cfg, history, metrics)
+    db.commit()
+    return final
+
+
+def _write_run_folder(tmp: Path, cfg: RunConfig, history: list[dict], metrics: dict,
+                      state: dict[str, torch.Tensor], extra) -> None:
     tmp.mkdir(parents=True)
     (tmp / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     (tmp / "history.csv").write_text(_csv_text(history, HISTORY_FIELDS))
@@ -127,14 +154,7 @@ def commit_run(db: sqlite3.Connection, out: Path, cfg: RunConfig, history: list[
               metadata={"run_id": cfg.run_id})
     for name, tensors in (extra or {}).items():
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
-    metrics = {**metrics, "finished_at": time.time()}
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if final.exists():  # an unfinished leftover: it has no database row
-        shutil.rmtree(final)
-    tmp.rename(final)
-    _insert(db, cfg, history, metrics)
-    db.commit()
-    return final
 
 
 def _insert(db: sqlite3.Connection, cfg: RunConfig, history: list[dict], metrics: dict) -> None:
