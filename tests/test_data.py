@@ -178,3 +178,43 @@ def test_fashion_mnist_from_debian(fresh_home):
     assert ds.source == "offline fallback" and ds.x_train.shape == (60_000, 784)
     assert torch.bincount(ds.y_test).tolist() == [1000] * 10
     assert ds.classes[9] == "Ankle boot"
+
+
+def _npz(path, x_train, y_train, x_test=None, y_test=None):
+    np.savez(path, x_train=x_train, y_train=y_train,
+             x_test=x_train[:20] if x_test is None else x_test,
+             y_test=y_train[:20] if y_test is None else y_test)
+    return path
+
+
+@pytest.mark.parametrize("make, arch, message", [
+    (lambda rng: (rng.integers(0, 255, (200, 10, 10), dtype=np.uint8), rng.integers(0, 10, 200)),
+     "512-256", "takes 784 inputs, but dataset"),
+    (lambda rng: (rng.integers(0, 255, (200, 784), dtype=np.uint8), rng.integers(0, 26, 200)),
+     "64", "has labels up to 25; end it with -26"),
+    (lambda rng: (np.where(rng.random((200, 784)) < 0.01, np.nan, rng.random((200, 784))),
+     rng.integers(0, 10, 200)), "64", "images must be finite numbers"),
+    (lambda rng: (rng.integers(0, 255, (200, 784), dtype=np.uint8), rng.random(200) * 9),
+     "64", "labels must be whole numbers"),
+])
+def test_a_dataset_that_does_not_fit_stops_before_anything_is_written(tmp_path, make, arch, message):
+    import subprocess
+    import sys
+
+    x, y = make(np.random.default_rng(0))
+    data = _npz(tmp_path / "d.npz", x, y)
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'name = "s"\n[[experiment]]\nname = "e"\narchitecture = "{arch}"\n'
+                     f'dataset = "{data}"\nepochs = 1\nval_size = 50\n')
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "mlplab", "run", str(suite), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_file_that_is_not_a_zip(tmp_path):
+    bad = tmp_path / "d.npz"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(UserError, match="not a readable .npz"):
+        data.load(str(bad))

@@ -8,6 +8,7 @@ Any folder of IDX files (raw or .gz) or an .npz with x_train/y_train/x_test/y_te
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +107,15 @@ def _from_npz(path: Path) -> tuple[np.ndarray, ...]:
     except KeyError as e:
         raise UserError(f"{path}: missing array {e}; an .npz needs x_train, y_train, x_test, "
                         "y_test") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"{path}: not a readable .npz without pickled objects ({e})") from None
     xtr, ytr, xte, yte = arrays
     out = []
     for x in (xtr, xte):
         if x.dtype != np.uint8:
+            if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+                raise UserError(f"{path}: images must be finite numbers (found NaN, inf or "
+                                f"non-numbers in a {x.dtype} array)")
             if x.min() < 0 or x.max() > 255:
                 raise UserError(f"{path}: images must be uint8 or values in [0, 255]")
             x = np.rint(x).astype(np.uint8)
@@ -151,8 +155,23 @@ def _check_arrays(name, xtr, ytr, xte, yte) -> None:
     if xtr.shape[1:] != xte.shape[1:]:
         raise UserError(f"dataset {name}: train and test images differ in size")
     for y in (ytr, yte):
+        if not np.issubdtype(y.dtype, np.integer) and not (
+                np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.rint(y)).all()):
+            raise UserError(f"dataset {name}: labels must be whole numbers (got {y.dtype})")
         if y.min() < 0:
             raise UserError(f"dataset {name}: labels must be non-negative integers")
+
+
+def check_fits(ds: Dataset, widths: tuple[int, ...], where: str) -> None:
+    """A model of these widths can train on ds: one input per pixel, an output per label."""
+    pixels, labels = ds.x_train.shape[1], int(max(ds.y_train.max(), ds.y_test.max())) + 1
+    if widths[0] != pixels:
+        raise UserError(f"{where}: architecture {'-'.join(map(str, widths))} takes {widths[0]} inputs, "
+                        f"but dataset {ds.name} has {pixels}-pixel images; write it as "
+                        f"'{pixels}-...-{max(labels, widths[-1])}'")
+    if labels > widths[-1]:
+        raise UserError(f"{where}: architecture {'-'.join(map(str, widths))} has {widths[-1]} outputs, "
+                        f"but dataset {ds.name} has labels up to {labels - 1}; end it with -{labels}")
 
 
 def split(ds: Dataset, validation: str = "split", val_size: int = 10_000,

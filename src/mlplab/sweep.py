@@ -104,11 +104,7 @@ def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: st
 
 def _train_and_evaluate(cfgs, dev, data_dir, progress) -> list[Trained]:
     first = cfgs[0]
-    key = (first.dataset, data_dir)
-    if key not in _DATASETS:
-        log = (lambda s: progress({"event": "log", "message": s})) if progress else (lambda s: None)
-        _DATASETS[key] = data_mod.load(first.dataset, data_dir, log=log)
-    ds = _DATASETS[key]
+    ds = dataset(first.dataset, data_dir, progress)
     splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
     results = train_group(list(cfgs), splits, dev, progress=progress)
     metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
@@ -125,6 +121,22 @@ def _train_and_evaluate(cfgs, dev, data_dir, progress) -> list[Trained]:
     return out
 
 
+def dataset(name: str, data_dir: str | None, progress=None) -> data_mod.Dataset:
+    """A dataset, loaded once per process (a worker keeps it for every group it trains)."""
+    key = (name, data_dir)
+    if key not in _DATASETS:
+        log = (lambda s: progress({"event": "log", "message": s})) if progress else (lambda s: None)
+        _DATASETS[key] = data_mod.load(name, data_dir, log=log)
+    return _DATASETS[key]
+
+
+def check_data(cfgs: list[RunConfig], data_dir: str | None, progress=None) -> None:
+    """Every configuration's dataset loads, and its images and labels fit its architecture."""
+    for cfg in {(c.dataset, c.widths, c.name): c for c in cfgs}.values():
+        ds = dataset(cfg.dataset, data_dir, progress)
+        data_mod.check_fits(ds, cfg.widths, f"experiment {cfg.name!r}")
+
+
 def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
               progress: Callable[[dict], None] | None = None, max_group: int = MAX_GROUP,
               cluster: str | None = None, workers: int | None = None,
@@ -136,6 +148,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     out = store.prepare_out(out)
     remote = bool(cluster or workers)
     dev = device if remote else str(resolve_device(device))  # a cluster's workers resolve it
+    check_data(suite.runs(), data_dir, progress)  # a dataset that does not fit stops us before OUT exists
     with own(out):  # one owner per results folder, for the whole run
         return _run_owned(suite, out, dev, remote, data_dir, progress, max_group, cluster, workers,
                           threads)
