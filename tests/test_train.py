@@ -169,3 +169,24 @@ def test_bf16_autocast_trains_on_cpu_too(mnist_slice):
     # same trajectory up to bf16 rounding, not the identical one
     assert r.history[-1]["train_loss"] != f.history[-1]["train_loss"]
     assert abs(r.history[-1]["val_acc"] - f.history[-1]["val_acc"]) < 0.05
+
+
+def test_a_failing_graph_capture_falls_back_to_the_eager_step(mnist_slice, monkeypatch):
+    """The capture path (GraphStep) run where it must fail: on CPU, and on CUDA by a forced
+    error; the group trains eagerly from the state it had, with one line saying so."""
+    import mlplab.train as train_mod
+
+    cfgs = [small(seed=0), small(seed=1, dropout=0.2)]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        monkeypatch.setattr(train_mod.torch.cuda, "CUDAGraph", lambda: (_ for _ in ()).throw(
+            RuntimeError("forced capture failure")))
+    events = []
+    fallback = train_group(cfgs, mnist_slice, device, graphs=True, progress=events.append)
+    eager = train_group(cfgs, mnist_slice, device, graphs=False)
+    logs = [e["message"] for e in events if e["event"] == "log"]
+    assert len(logs) == 1 and "CUDA graph capture failed" in logs[0] and "trains eagerly" in logs[0]
+    for f, e in zip(fallback, eager, strict=True):
+        assert [h["train_loss"] for h in f.history] == [h["train_loss"] for h in e.history]
+        for name, t in e.state.items():
+            assert torch.equal(f.state[name], t), name

@@ -127,18 +127,30 @@ class GraphStep:
         self.step = step
         self.idx = torch.zeros(step.model.k, batch, dtype=torch.long, device=step.x.device)
         saved = [t.detach().clone() for t in step.mutable()]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph (allocator, cuBLAS handles)
-            for _ in range(3):
+        rng = torch.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph (allocator, cuBLAS handles)
+                for _ in range(3):
+                    step(self.idx)
+            torch.cuda.current_stream().wait_stream(side)
+            self._restore(step, saved)  # warm-up must not count
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
                 step(self.idx)
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():  # warm-up must not count: put every mutated tensor back
+        except BaseException:  # the caller trains eagerly instead: from the state it had,
+            self._restore(step, saved)  # dropout's random stream included
+            torch.set_rng_state(rng[0])
+            if rng[1] is not None:
+                torch.cuda.set_rng_state(rng[1])
+            raise
+
+    @staticmethod
+    def _restore(step: Step, saved: list[torch.Tensor]) -> None:
+        with torch.no_grad():  # put every mutated tensor back
             for t, s in zip(step.mutable(), saved, strict=True):
                 t.copy_(s)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step(self.idx)
 
     def __call__(self, idx: torch.Tensor) -> None:
         self.idx.copy_(idx)
@@ -146,6 +158,18 @@ class GraphStep:
 
 
 Progress = Callable[[dict], None]
+
+
+def _graph_step(step: Step, batch: int, progress: Progress | None) -> GraphStep | None:
+    """The step as a CUDA graph, or None (train eagerly) where capturing fails: the GPU path
+    never fails where the eager path works."""
+    try:
+        return GraphStep(step, batch)
+    except Exception as e:
+        if progress:
+            progress({"event": "log", "message": f"CUDA graph capture failed ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); this group trains eagerly"})
+        return None
 
 
 def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | str = "cpu",
@@ -202,7 +226,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
     for epoch in range(1, max_epochs + 1):
         if step is None:  # (re)built at the start and after each compaction
             step = Step(model, opt, data.x_train, data.y_train, [cfgs[j] for j in active])
-            graph_full = GraphStep(step, bsz) if graphs and full else None
+            graph_full = _graph_step(step, bsz, progress) if graphs and full else None
         t0 = time.perf_counter()
         opt.set_lr_scales([lr_scale(cfgs[j], epoch - 1) for j in active])
         perm = torch.stack([torch.randperm(n, generator=orders[j]) for j in active]).to(device)
