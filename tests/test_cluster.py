@@ -62,3 +62,30 @@ def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mn
         assert a["status"] == b["status"] == "finished"
         for key in ("val_loss", "val_acc", "test_loss", "test_acc", "epochs_run"):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["experiment"], key)
+
+
+def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path, mnist):
+    pytest.importorskip("cryptography")
+    from distributed.security import Security
+
+    from mlplab.cluster import plain_tcp_warning
+    from mlplab.errors import UserError
+
+    sec = Security.temporary()  # a self-signed CA and certificates, for 127.0.0.1 only
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", protocol="tls", security=sec,
+                                       dashboard_address=None)
+    suite = parse_suite({"seeds": 1, "defaults": {"train_size": 1000, "epochs": 1},
+                         "experiment": [{"name": "t", "architecture": "784-16-10"}]}, "tls")
+    try:
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        with pytest.raises(UserError, match="tls:// scheduler needs --tls-ca"):
+            run_suite(suite, tmp_path / "no-creds", cluster=cluster.scheduler_address)
+        assert not (tmp_path / "no-creds").exists()  # refused before anything was written
+        rows = run_suite(suite, tmp_path / "tls", cluster=cluster.scheduler_address, security=sec)
+    finally:
+        cluster.close()
+    assert len(rows) == 1 and rows[0]["status"] == "finished"
+    assert plain_tcp_warning("tcp://10.1.2.3:8786") and plain_tcp_warning("192.0.2.7:8786")
+    assert plain_tcp_warning("tcp://127.0.0.1:8786") is None
+    assert plain_tcp_warning("tls://10.1.2.3:8786") is None

@@ -51,7 +51,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
         seeds: int | None = None, epochs: int | None = None, only: str | list[str] | None = None,
         device: str = "auto", progress: bool | Callable[[dict], None] = True,
         data_dir: str | Path | None = None, workers: int | None = None,
-        cluster: str | None = None) -> Results:
+        cluster: str | None = None, security=None) -> Results:
     """Train every configuration of `suite` (several seeds each, same-shape runs fused) and
     return its Results.
 
@@ -60,7 +60,8 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     seeds, epochs, only: as the CLI's --seeds, --epochs, --only. device: auto, cpu or cuda.
     progress: True shows live progress where you are (a notebook, a terminal, or plain lines in
     a log), False shows nothing, a callable receives the raw progress events.
-    workers / cluster: train the groups on a local Dask cluster / an existing scheduler."""
+    workers / cluster: train the groups on a local Dask cluster / an existing scheduler (a tls://
+    one with `security`, a `distributed.security.Security`)."""
     from . import sweep
     from .progress import progress_view
 
@@ -71,7 +72,8 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     try:
         with progress_view(progress) as view:
             rows = sweep.run_suite(s, folder, device=device, data_dir=data_dir and str(data_dir),
-                                   progress=view, workers=workers, cluster=cluster)
+                                   progress=view, workers=workers, cluster=cluster,
+                                   security=security)
     except BaseException:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)

@@ -34,7 +34,32 @@ class WorkerProgress:
             get_worker().log_event(TOPIC, {**e, "group": self.index, "label": self.label})
 
 
-def _client(cluster: str | None, workers: int | None):
+def tls_security(ca: str | None, cert: str | None, key: str | None):
+    """distributed's Security for a tls:// scheduler from PEM files (all three or none)."""
+    given = [x for x in (ca, cert, key) if x]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise UserError("--tls-ca, --tls-cert and --tls-key go together: give all three")
+    from distributed.security import Security
+
+    return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+
+def plain_tcp_warning(address: str) -> str | None:
+    """A warning for an unencrypted scheduler that is not on this machine: whoever reaches it can
+    run code on its workers (and read what they send)."""
+    scheme, _, rest = address.rpartition("://")
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if scheme in ("", "tcp") and not (host in ("localhost", "::1") or host.startswith("127.")):
+        return (f"warning: {address} is plain tcp to another machine: anyone who can reach that "
+                "scheduler can run code on its workers; use a tls:// scheduler "
+                "(--tls-ca/--tls-cert/--tls-key)")
+    return None
+
+
+def connect(cluster: str | None, workers: int | None, security=None, emit=lambda e: None):
+    """(client, local cluster or None): a scheduler at `cluster`, or `workers` local processes."""
     try:
         import dask
         from distributed import Client, LocalCluster
@@ -42,8 +67,14 @@ def _client(cluster: str | None, workers: int | None):
         raise UserError("--cluster/--workers need the dask extra: pip install 'mlplab[dask]'") from None
     dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES})
     if cluster:
+        if cluster.startswith("tls://") and security is None:
+            raise UserError(f"--cluster {cluster}: a tls:// scheduler needs --tls-ca, --tls-cert and "
+                            "--tls-key")
+        warning = plain_tcp_warning(cluster)
+        if warning:
+            emit({"event": "log", "message": warning})
         try:
-            return Client(cluster, timeout="20s"), None
+            return Client(cluster, timeout="20s", security=security), None
         except (OSError, TimeoutError) as e:
             raise UserError(f"--cluster {cluster}: no Dask scheduler answered ({e})") from None
     if workers is None or workers < 1:
@@ -56,7 +87,7 @@ def _client(cluster: str | None, workers: int | None):
 def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None = None,
                workers: int | None = None, threads: int | None = None,
                progress: Callable[[dict], None] | None = None,
-               client=None) -> Iterator[list]:
+               client=None, security=None) -> Iterator[list]:
     """Submit every group, yield each group's list of `Trained` as it finishes."""
     from distributed import as_completed
 
@@ -66,7 +97,7 @@ def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None
     own = client is None
     local = None
     if own:
-        client, local = _client(cluster, workers)
+        client, local = connect(cluster, workers, security, emit)
     try:
         resources = {"GPU": 1} if device == "cuda" else None
         # workers report each epoch to the driver through Dask's event log

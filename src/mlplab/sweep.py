@@ -140,7 +140,7 @@ def check_data(cfgs: list[RunConfig], data_dir: str | None, progress=None) -> No
 def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
               progress: Callable[[dict], None] | None = None, max_group: int = MAX_GROUP,
               cluster: str | None = None, workers: int | None = None,
-              threads: int | None = None) -> list[dict]:
+              threads: int | None = None, security=None) -> list[dict]:
     """Train every cell of the suite not already finished in OUT, in-process or on a Dask
     cluster (`cluster` = scheduler address, or `workers` = local worker processes); returns
     results.csv rows for all of the suite's cells (finished before or now), in suite order.
@@ -149,12 +149,22 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     remote = bool(cluster or workers)
     dev = device if remote else str(resolve_device(device))  # a cluster's workers resolve it
     check_data(suite.runs(), data_dir, progress)  # a dataset that does not fit stops us before OUT exists
-    with own(out):  # one owner per results folder, for the whole run
-        return _run_owned(suite, out, dev, remote, data_dir, progress, max_group, cluster, workers,
-                          threads)
+    client = local = None
+    if remote:  # an unreachable scheduler, too, stops us before OUT exists
+        from .cluster import connect
+
+        client, local = connect(cluster, workers, security, progress or (lambda e: None))
+    try:
+        with own(out):  # one owner per results folder, for the whole run
+            return _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads)
+    finally:
+        if client is not None:
+            client.close()
+        if local is not None:
+            local.close()
 
 
-def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, cluster, workers, threads):
+def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads):
     cells = suite.cells()
     db = store.open_store(out)
     done = store.finished_ids(db)
@@ -170,7 +180,7 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, cluster, 
     if remote:
         from .cluster import run_groups
 
-        finished = run_groups(groups, dev, data_dir, cluster=cluster, workers=workers,
+        finished = run_groups(groups, dev, data_dir, client=client,
                               threads=threads or torch.get_num_threads(), progress=emit)
     else:
         finished = _in_process(groups, dev, data_dir, emit)
