@@ -51,7 +51,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
         seeds: int | None = None, epochs: int | None = None, only: str | list[str] | None = None,
         device: str = "auto", progress: bool | Callable[[dict], None] = True,
         data_dir: str | Path | None = None, workers: int | None = None,
-        cluster: str | None = None, security=None) -> Results:
+        cluster: str | None = None, security=None, checkpoint_every: float | None = 60.0) -> Results:
     """Train every configuration of `suite` (several seeds each, same-shape runs fused) and
     return its Results.
 
@@ -61,7 +61,8 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     progress: True shows live progress where you are (a notebook, a terminal, or plain lines in
     a log), False shows nothing, a callable receives the raw progress events.
     workers / cluster: train the groups on a local Dask cluster / an existing scheduler (a tls://
-    one with `security`, a `distributed.security.Security`)."""
+    one with `security`, a `distributed.security.Security`). checkpoint_every: seconds between a
+    group's epoch checkpoints (0: every epoch; None: none), from which an interrupted run resumes."""
     from . import sweep
     from .progress import progress_view
 
@@ -73,7 +74,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
         with progress_view(progress) as view:
             rows = sweep.run_suite(s, folder, device=device, data_dir=data_dir and str(data_dir),
                                    progress=view, workers=workers, cluster=cluster,
-                                   security=security)
+                                   security=security, checkpoint_every=checkpoint_every)
     except BaseException:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)

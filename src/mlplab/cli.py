@@ -54,12 +54,14 @@ def list_cmd() -> None:
 @click.option("--cluster", help="Dask scheduler address (tcp://HOST:8786): train the groups there")
 @click.option("--workers", type=click.IntRange(min=1),
               help="start a local Dask cluster of N worker processes")
+@click.option("--checkpoint-every", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="seconds between a group's epoch checkpoints (0: every epoch)")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
               help="CA certificate (PEM) of a tls:// Dask scheduler")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="client certificate (PEM)")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client private key (PEM)")
-def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, tls_ca, tls_cert,
-        tls_key) -> None:
+def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, checkpoint_every,
+        tls_ca, tls_cert, tls_key) -> None:
     """Train every configuration of SUITE (built-in name or TOML file) and compare them."""
     from . import sweep  # torch import is slow: only for commands that train
     from .cluster import tls_security
@@ -68,7 +70,8 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, tls
     security = tls_security(tls_ca, tls_cert, tls_key)
     with progress_view(True) as progress:
         rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress,
-                               cluster=cluster, workers=workers, security=security)
+                               cluster=cluster, workers=workers, security=security,
+                               checkpoint_every=checkpoint_every)
     # The folder is the unit: `run` and `report` show the same table, of every run in OUT.
     paths = _report_and_table(out, f"suite {s.name}: {len(rows)} runs")
     console.print(f"results: {Path(out) / 'results.csv'}   plots: {Path(out) / 'plots'}/   "

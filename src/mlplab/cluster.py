@@ -87,7 +87,7 @@ def connect(cluster: str | None, workers: int | None, security=None, emit=lambda
 def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None = None,
                workers: int | None = None, threads: int | None = None,
                progress: Callable[[dict], None] | None = None,
-               client=None, security=None) -> Iterator[list]:
+               client=None, security=None, checkpoints=None) -> Iterator[list]:
     """Submit every group, yield each group's list of `Trained` as it finishes."""
     from distributed import as_completed
 
@@ -105,7 +105,8 @@ def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None
         futures = {}
         for gi, group in enumerate(groups):
             fut = client.submit(train_and_evaluate, list(group.cfgs), device, data_dir,
-                                WorkerProgress(gi, group.label), threads, resources=resources, pure=False,
+                                WorkerProgress(gi, group.label), threads, checkpoints,
+                                resources=resources, pure=False,
                                 key=f"mlplab-group-{gi}-{group.cfgs[0].run_id}")
             futures[fut] = (gi, group)
         emit({"event": "log", "message": f"{len(futures)} groups submitted to "

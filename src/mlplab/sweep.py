@@ -11,6 +11,8 @@ import torch
 from . import data as data_mod
 from . import store
 from .augment import augment
+from .checkpoint import Checkpointer
+from .checkpoint import remove as remove_checkpoint
 from .config import RunConfig
 from .evaluate import logits, test_metrics
 from .lock import own
@@ -20,6 +22,7 @@ from .summary import param_counts
 from .train import MemberResult, guest, resolve_device, train_group
 
 MAX_GROUP = 64  # members per fused group: bounds memory; more groups run one after another
+CHECKPOINT_EVERY = 60.0  # seconds between a group's epoch checkpoints
 
 
 @dataclass(frozen=True)
@@ -89,24 +92,28 @@ _DATASETS: dict[tuple, data_mod.Dataset] = {}  # per process: a worker loads eac
 
 def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None,
                        progress: Callable[[dict], None] | None = None,
-                       threads: int | None = None) -> list[Trained]:
+                       threads: int | None = None,
+                       checkpoints: tuple[str, float] | None = None) -> list[Trained]:
     """Train one group and evaluate its members: the unit of work, in-process or on a worker.
     threads: torch CPU threads for this call (a cluster run matches the driver's, so that a
-    run trains to the same numbers wherever it lands)."""
+    run trains to the same numbers wherever it lands). checkpoints: (folder, seconds between
+    them): the group saves its state there and resumes from it."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _train_and_evaluate(cfgs, resolve_device(device), data_dir, progress)
+        return _train_and_evaluate(cfgs, resolve_device(device), data_dir, progress, checkpoints)
     finally:
         torch.set_num_threads(before)  # a guest in the caller's process
 
 
-def _train_and_evaluate(cfgs, dev, data_dir, progress) -> list[Trained]:
+def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints) -> list[Trained]:
     first = cfgs[0]
     ds = dataset(first.dataset, data_dir, progress)
     splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
-    results = train_group(list(cfgs), splits, dev, progress=progress)
+    ckpt = None if checkpoints is None else Checkpointer.for_group(
+        checkpoints[0], [c.run_id for c in cfgs], dev, checkpoints[1])
+    results = train_group(list(cfgs), splits, dev, progress=progress, checkpoint=ckpt)
     metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
     out = []
     for r, m, g in zip(results, metrics, galleries, strict=True):
@@ -140,11 +147,14 @@ def check_data(cfgs: list[RunConfig], data_dir: str | None, progress=None) -> No
 def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
               progress: Callable[[dict], None] | None = None, max_group: int = MAX_GROUP,
               cluster: str | None = None, workers: int | None = None,
-              threads: int | None = None, security=None) -> list[dict]:
+              threads: int | None = None, security=None,
+              checkpoint_every: float | None = CHECKPOINT_EVERY) -> list[dict]:
     """Train every cell of the suite not already finished in OUT, in-process or on a Dask
     cluster (`cluster` = scheduler address, or `workers` = local worker processes); returns
     results.csv rows for all of the suite's cells (finished before or now), in suite order.
-    Either way this process is the store's only writer and commits each group as it finishes."""
+    Either way this process is the store's only writer and commits each group as it finishes.
+    checkpoint_every: seconds between a group's epoch checkpoints in OUT/checkpoints (0: every
+    epoch, None: none); an interrupted group resumes from its last one."""
     out = store.prepare_out(out)
     remote = bool(cluster or workers)
     dev = device if remote else str(resolve_device(device))  # a cluster's workers resolve it
@@ -156,7 +166,9 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
         client, local = connect(cluster, workers, security, progress or (lambda e: None))
     try:
         with own(out):  # one owner per results folder, for the whole run
-            return _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads)
+            ckpt = None if checkpoint_every is None else (str(out / "checkpoints"), checkpoint_every)
+            return _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads,
+                              ckpt)
     finally:
         if client is not None:
             client.close()
@@ -164,7 +176,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
             local.close()
 
 
-def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads):
+def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads, ckpt):
     cells = suite.cells()
     db = store.open_store(out)
     done = store.finished_ids(db)
@@ -181,25 +193,29 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
         from .cluster import run_groups
 
         finished = run_groups(groups, dev, data_dir, client=client,
-                              threads=threads or torch.get_num_threads(), progress=emit)
+                              threads=threads or torch.get_num_threads(), progress=emit,
+                              checkpoints=ckpt)
     else:
-        finished = _in_process(groups, dev, data_dir, emit)
+        finished = _in_process(groups, dev, data_dir, emit, ckpt)
     for trained in finished:
         for t in trained:
             store.commit_run(db, out, t.cfg, t.history, t.metrics, t.state, t.extra)
             emit({"event": "run", "name": t.cfg.name, "seed": t.cfg.seed,
                   "status": t.metrics["status"], "test_acc": t.metrics["test_acc"]})
+        if ckpt:  # committed: the group's checkpoint has served
+            for device_type in ("cpu", "cuda"):
+                remove_checkpoint(ckpt[0], [t.cfg.run_id for t in trained], device_type)
     rows = store.rows(db, [c.run_id for c in cells])
     db.close()
     store.write_results(out, rows)
     return rows
 
 
-def _in_process(groups: list[Group], device: str, data_dir: str | None, emit):
+def _in_process(groups: list[Group], device: str, data_dir: str | None, emit, ckpt):
     for gi, group in enumerate(groups):
         emit({"event": "group", "index": gi, "groups": len(groups), "label": group.label,
               "members": len(group.cfgs), "epochs": max(c.epochs for c in group.cfgs)})
-        trained = train_and_evaluate(list(group.cfgs), device, data_dir, emit)
+        trained = train_and_evaluate(list(group.cfgs), device, data_dir, emit, checkpoints=ckpt)
         emit({"event": "group_done", "index": gi, "groups": len(groups), "label": group.label,
               "epochs": max(c.epochs for c in group.cfgs)})
         yield trained

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .augment import augment
+from .checkpoint import Checkpointer
 from .config import RunConfig
 from .data import Splits
 from .errors import UserError
-from .evaluate import as_input, logits, loss_acc
-from .model import StackedMLP, max_norm_
+from .evaluate import logits, loss_acc
+from .model import StackedMLP
 from .optim import lr_scale, make_optimizer
+from .step import Step, graph_step, loss_and_grad  # noqa: F401  (loss_and_grad: re-exported)
 
 TICK = 0.5  # seconds between progress events inside an epoch
 DATA_ORDER_SALT = 0x5EED  # data order and initial weights come from different streams of the seed
@@ -57,135 +58,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def loss_and_grad(z: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each member's mean cross-entropy (label smoothing as in F.cross_entropy) and its gradient
-    with respect to the logits: z [K, B, C], y [K, B] -> loss [K], dz [K, B, C]. The members'
-    losses are independent terms of one sum, so each member gets its own gradient."""
-    k, b, c = z.shape
-    logp = torch.log_softmax(z, -1)
-    loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # [K, B]
-    if smoothing:
-        loss = (1 - smoothing) * loss - smoothing * logp.mean(-1)
-    grad = logp.exp_()  # softmax (logp is not needed any more)
-    grad.scatter_add_(-1, y.unsqueeze(-1), grad.new_full((k, b, 1), smoothing - 1.0))
-    if smoothing:
-        grad.sub_(smoothing / c)
-    return loss.mean(1), grad.div_(b)
-
-
-class Step:
-    """One optimisation step for the whole group on a [K, b] index tensor: forward with a tape,
-    the explicit backward into preallocated gradient buffers, the stacked optimizer; accumulates
-    the epoch's summed loss and correct count per member on the device (no sync)."""
-
-    def __init__(self, model: StackedMLP, opt, x: torch.Tensor, y: torch.Tensor,
-                 cfgs: list[RunConfig]):
-        self.model, self.opt, self.x, self.y = model, opt, x, y
-        self.grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-        self.grad_list = list(self.grads.values())  # parameters() order, as the optimizer's
-        self.index = {name: j for j, name in enumerate(self.grads)}
-        self.cfg = cfgs[0]  # group-wide settings: augmentation, label smoothing
-        limits = [c.max_norm or math.inf for c in cfgs]
-        self.max_norm = (torch.tensor(limits, device=x.device).view(-1, 1, 1)
-                         if any(math.isfinite(v) for v in limits) else None)
-        self.loss_sum = torch.zeros(model.k, device=x.device)
-        self.correct = torch.zeros(model.k, device=x.device)
-
-    @torch.no_grad()
-    def __call__(self, idx: torch.Tensor) -> None:
-        k, b = idx.shape
-        # index_select copies whole rows (5x faster than advanced indexing on CPU)
-        xb = as_input(self.x.index_select(0, idx.reshape(-1)).view(k, b, -1))  # [K, b, in]
-        if self.cfg.augments:
-            xb = augment(xb, self.cfg)  # per sample; labels untouched
-        yb = self.y[idx]  # [K, b]
-        tape: list = []
-        z = self.model(xb, tape)
-        loss, dz = loss_and_grad(z, yb, self.cfg.label_smoothing)
-        self.loss_sum.add_(loss, alpha=b)
-        self.correct += (z.argmax(-1) == yb).sum(1)
-        self.opt.begin()
-        # each layer is updated as soon as its gradients are final, while they are in cache
-        self.model.backward(tape, dz, self.grads, self._update)
-        if self.max_norm is not None:
-            max_norm_(self.model, self.max_norm)
-
-    def _update(self, names: tuple[str, ...]) -> None:
-        which = [self.index[n] for n in names]
-        self.opt.update(which, [self.grad_list[j] for j in which])
-
-    def mutable(self) -> list[torch.Tensor]:
-        return [*self.model.parameters(), *self.model.buffers(), *self.opt.state_tensors(),
-                self.loss_sum, self.correct]
-
-
-class GraphStep:
-    """The same step captured in a CUDA graph for one batch shape, replayed per batch."""
-
-    def __init__(self, step: Step, batch: int):
-        self.step = step
-        self.idx = torch.zeros(step.model.k, batch, dtype=torch.long, device=step.x.device)
-        saved = [t.detach().clone() for t in step.mutable()]
-        rng = torch.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up outside the graph (allocator, cuBLAS handles)
-                for _ in range(3):
-                    step(self.idx)
-            torch.cuda.current_stream().wait_stream(side)
-            self._restore(step, saved)  # warm-up must not count
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                step(self.idx)
-        except BaseException:  # the caller trains eagerly instead: from the state it had,
-            self._restore(step, saved)  # dropout's random stream included
-            torch.set_rng_state(rng[0])
-            if rng[1] is not None:
-                torch.cuda.set_rng_state(rng[1])
-            raise
-
-    @staticmethod
-    def _restore(step: Step, saved: list[torch.Tensor]) -> None:
-        with torch.no_grad():  # put every mutated tensor back
-            for t, s in zip(step.mutable(), saved, strict=True):
-                t.copy_(s)
-
-    def __call__(self, idx: torch.Tensor) -> None:
-        self.idx.copy_(idx)
-        self.graph.replay()
-
-
 Progress = Callable[[dict], None]
-
-
-def _graph_step(step: Step, batch: int, progress: Progress | None) -> GraphStep | None:
-    """The step as a CUDA graph, or None (train eagerly) where capturing fails: the GPU path
-    never fails where the eager path works."""
-    try:
-        return GraphStep(step, batch)
-    except Exception as e:
-        if progress:
-            progress({"event": "log", "message": f"CUDA graph capture failed ({type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''}); this group trains eagerly"})
-        return None
 
 
 def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | str = "cpu",
                 progress: Progress | None = None, graphs: bool | None = None,
-                tf32: bool = True) -> list[MemberResult]:
+                tf32: bool = True, checkpoint: Checkpointer | None = None) -> list[MemberResult]:
     """Train K members with identical shapes as one computation; one MemberResult each.
 
     splits: uint8 images / int64 labels (moved to `device` here). graphs: capture the step in a
     CUDA graph (default: on CUDA). Members may differ in seed, lr, weight decay, dropout rate,
     initializer, epochs and patience. Once half of the members still in the computation have
-    stopped (epochs done, early stopping, divergence), the group is rebuilt without them."""
+    stopped (epochs done, early stopping, divergence), the group is rebuilt without them.
+    checkpoint: where to save the group at epoch ends and resume it from (bit-identical to an
+    uninterrupted run on the same device)."""
     device = torch.device(device)
     if len({c.group_key() for c in cfgs}) != 1:
         raise ValueError("train_group: members must share shapes and code path (group_key)")
     with guest(device, tf32):
-        return _train_group(cfgs, splits, device, progress, graphs)
+        return _train_group(cfgs, splits, device, progress, graphs, checkpoint)
 
 
 @contextlib.contextmanager
@@ -204,7 +95,8 @@ def guest(device: torch.device, tf32: bool | None = None):
 
 
 def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
-                 progress: Progress | None, graphs: bool | None) -> list[MemberResult]:
+                 progress: Progress | None, graphs: bool | None,
+                 checkpoint: Checkpointer | None) -> list[MemberResult]:
     graphs = device.type == "cuda" if graphs is None else graphs
     data = splits.to(device)
     n, bsz = len(data.x_train), cfgs[0].batch_size
@@ -221,12 +113,19 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
     orders = [torch.Generator().manual_seed(c.seed ^ DATA_ORDER_SALT) for c in cfgs]
     results = [MemberResult(c) for c in cfgs]
     max_epochs = max(c.epochs for c in cfgs)
-    started = time.perf_counter()
+    started, first = time.perf_counter(), 1
+    ids = [c.run_id for c in cfgs]
+    saved = checkpoint.load(ids) if checkpoint else None
+    if saved:  # go on exactly where the last checkpoint left this group
+        model, opt, active, first = _resume(saved, cfgs, device, orders, results)
+        started -= max(r.train_seconds for r in results)  # Train s counts the earlier part too
+        if progress:
+            progress({"event": "log", "message": f"resumed from the checkpoint after epoch {first - 1}"})
     step = graph_full = None
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(first, max_epochs + 1):
         if step is None:  # (re)built at the start and after each compaction
             step = Step(model, opt, data.x_train, data.y_train, [cfgs[j] for j in active])
-            graph_full = _graph_step(step, bsz, progress) if graphs and full else None
+            graph_full = graph_step(step, bsz, progress) if graphs and full else None
         t0 = time.perf_counter()
         opt.set_lr_scales([lr_scale(cfgs[j], epoch - 1) for j in active])
         perm = torch.stack([torch.randperm(n, generator=orders[j]) for j in active]).to(device)
@@ -269,7 +168,55 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
             model, opt = _compact(model, opt, running, [cfgs[active[p]] for p in running])
             active = [active[p] for p in running]
             step = None
+        if checkpoint and checkpoint.due():
+            failed = checkpoint.save(*_snapshot(model, opt, active, epoch, ids, orders, results))
+            if failed and progress:
+                progress({"event": "log", "message": f"checkpoints off for this group: {failed}"})
     return results
+
+
+def _snapshot(model, opt, active, epoch, ids, orders, results) -> tuple[dict, dict]:
+    """(tensors, JSON-able meta) of the whole group state at the end of `epoch`."""
+    tensors = {f"model.{n}": getattr(model, n) for n in model.state_names()}
+    tensors["opt.t"] = opt.t
+    tensors.update({f"opt.{slot}.{i}": t for slot, ts in opt.state.items() for i, t in enumerate(ts)})
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if model.w0.is_cuda:
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.w0.device)
+    for j, (g, r) in enumerate(zip(orders, results, strict=True)):
+        tensors[f"order.{j}"] = g.get_state()
+        tensors.update({f"member.{j}.{n}": t for n, t in r.state.items()})
+    meta = {"run_ids": ids, "epoch": epoch, "active": active, "members": [
+        {"history": r.history, "status": r.status, "best_epoch": r.best_epoch,
+         "best_val_loss": r.best_val_loss, "bad_epochs": r.bad_epochs,
+         "train_seconds": r.train_seconds} for r in results]}
+    return tensors, meta
+
+
+def _resume(saved, cfgs, device, orders, results):
+    """The group as `_snapshot` saved it: (model, optimizer, active positions, next epoch)."""
+    tensors, meta = saved
+    active = meta["active"]
+    running = [cfgs[j] for j in active]
+    model = StackedMLP(running, device)  # parameters in their usual order: the optimizer's slots
+    opt = make_optimizer(list(model.parameters()), running)
+    with torch.no_grad():
+        for n in model.state_names():
+            getattr(model, n).copy_(tensors[f"model.{n}"])
+        opt.t.copy_(tensors["opt.t"])
+        for slot, ts in opt.state.items():
+            for i, t in enumerate(ts):
+                t.copy_(tensors[f"opt.{slot}.{i}"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    for j, (g, r, m) in enumerate(zip(orders, results, meta["members"], strict=True)):
+        g.set_state(tensors[f"order.{j}"])
+        for key in ("history", "status", "best_epoch", "best_val_loss", "bad_epochs", "train_seconds"):
+            setattr(r, key, m[key])
+        prefix = f"member.{j}."
+        r.state = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
+    return model, opt, active, meta["epoch"] + 1
 
 
 def _compact(model: StackedMLP, opt, keep: list[int], cfgs: list[RunConfig]):
