@@ -190,3 +190,15 @@ def test_a_failing_graph_capture_falls_back_to_the_eager_step(mnist_slice, monke
         assert [h["train_loss"] for h in f.history] == [h["train_loss"] for h in e.history]
         for name, t in e.state.items():
             assert torch.equal(f.state[name], t), name
+
+
+def test_dropout_seed_is_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    from mlplab.train import dropout_seed
+
+    code = "from mlplab.train import dropout_seed; print(dropout_seed([0, 1, 2]), dropout_seed([7]))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={"PYTHONHASHSEED": str(h), "PATH": "/usr/bin"}).stdout for h in (1, 2)}
+    assert outs == {f"{dropout_seed([0, 1, 2])} {dropout_seed([7])}\n"}

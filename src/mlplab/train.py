@@ -101,8 +101,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
     data = splits.to(device)
     n, bsz = len(data.x_train), cfgs[0].batch_size
     full, rest = divmod(n, bsz)
-    # Dropout masks come from the global generator: seed it from the members' seeds.
-    torch.manual_seed(hash(tuple(c.seed for c in cfgs)) & 0x7FFFFFFF)
+    torch.manual_seed(dropout_seed([c.seed for c in cfgs]))
     model = StackedMLP(cfgs, device)
     if model.standardize:  # the training split's pixel statistics, in x/255 units
         pixels = data.x_train.float() / 255
@@ -217,6 +216,15 @@ def _resume(saved, cfgs, device, orders, results):
         prefix = f"member.{j}."
         r.state = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
     return model, opt, active, meta["epoch"] + 1
+
+
+def dropout_seed(seeds: list[int]) -> int:
+    """The seed of a group's dropout masks (torch's global generator, restored afterwards by
+    `guest`): CPython's hash of the tuple of member seeds, masked to 31 bits. Integers and tuples
+    of integers hash the same in every process and on every 64-bit platform (only str and bytes
+    hashes are salted), so a group draws the same masks wherever it trains; `reproduce` relies on
+    it. Kept as it is (not a new formula) so that stored runs still reproduce."""
+    return hash(tuple(seeds)) & 0x7FFFFFFF
 
 
 def _compact(model: StackedMLP, opt, keep: list[int], cfgs: list[RunConfig]):
