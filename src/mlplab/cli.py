@@ -254,12 +254,14 @@ def data_info() -> None:
 
 def _print_table(table_data: list[dict], title: str) -> None:
     table = Table(title=title, caption=compare.FOOTER, caption_justify="left")
-    for key, col in compare.COLUMNS:
+    rows = compare.table_rows(table_data)
+    columns = [(k, c) for k, c in compare.COLUMNS if k != "settings" or any(r["settings"] for r in rows)]
+    for key, col in columns:
         # text columns fold onto more lines instead of ending in '…': names stay distinguishable
         table.add_column(col, justify="left" if key in compare.TEXT_COLUMNS else "right",
                          overflow="fold", no_wrap=key not in compare.TEXT_COLUMNS)
-    for row in compare.table_rows(table_data):
-        table.add_row(*(escape(row[key]) for key, _ in compare.COLUMNS))
+    for row in rows:
+        table.add_row(*(escape(row[key]) for key, _ in columns))
     console.print(table)
 
 
