@@ -38,7 +38,7 @@ def test_kill_9_in_epoch_3_of_5_then_rerun_is_bit_identical(tmp_path, mnist):
     suite = tmp_path / "ck.toml"
     suite.write_text(SUITE)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # same threads in every process: same numbers
-    cmd = [sys.executable, "-m", "mlplab", "run", str(suite), "--checkpoint-every", "0"]
+    cmd = [sys.executable, "-m", "mlplab", "run", str(suite), "--checkpoint-every", "0", "--device", "cpu"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
