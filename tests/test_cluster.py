@@ -89,3 +89,24 @@ def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path, mnist)
     assert plain_tcp_warning("tcp://10.1.2.3:8786") and plain_tcp_warning("192.0.2.7:8786")
     assert plain_tcp_warning("tcp://127.0.0.1:8786") is None
     assert plain_tcp_warning("tls://10.1.2.3:8786") is None
+
+
+def test_ctrl_c_under_workers_is_one_line(tmp_path, mnist):
+    import subprocess
+    import sys
+
+    suite = tmp_path / "w.toml"
+    suite.write_text('name = "w"\nseeds = 2\n[defaults]\ntrain_size = 20000\nepochs = 200\n'
+                     '[[experiment]]\nname = "a"\narchitecture = "784-256-10"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "mlplab", "run", str(suite), "--out",
+                             str(tmp_path / "o"), "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "o").glob("mlplab.db")):
+        time.sleep(0.2)
+    time.sleep(4)  # the group is training on a worker
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: every finished run is saved")
+    assert "WARNING" not in err and "Traceback" not in err, err[-2000:]

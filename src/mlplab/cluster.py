@@ -12,6 +12,7 @@ once, whichever attempt produced it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 from .errors import UserError
@@ -79,9 +80,22 @@ def connect(cluster: str | None, workers: int | None, security=None, emit=lambda
             raise UserError(f"--cluster {cluster}: no Dask scheduler answered ({e})") from None
     if workers is None or workers < 1:
         raise UserError(f"--workers must be a positive count, got {workers}")
+    # silence_logs: the workers' and nannies' shutdown warnings (a cancelled task, a worker
+    # killed after 4 s when the user pressed Ctrl-C) are not news; errors still show
+    levels = [(h, h.level) for h in logging.getLogger("distributed").handlers]
     local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                         host="127.0.0.1", dashboard_address=None)
+                         host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+    local.mlplab_log_levels = levels  # put back by `disconnect`: the caller's logging is theirs
     return Client(local), local
+
+
+def disconnect(client, local) -> None:
+    """Close what `connect` opened, and give the caller's logging back as it was."""
+    client.close()
+    if local is not None:
+        local.close()
+        for handler, level in getattr(local, "mlplab_log_levels", []):
+            handler.setLevel(level)
 
 
 def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None = None,
@@ -123,6 +137,4 @@ def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None
             yield trained
     finally:
         if own:
-            client.close()
-            if local is not None:
-                local.close()
+            disconnect(client, local)

@@ -171,9 +171,9 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
                               ckpt)
     finally:
         if client is not None:
-            client.close()
-        if local is not None:
-            local.close()
+            from .cluster import disconnect
+
+            disconnect(client, local)
 
 
 def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads, ckpt):
