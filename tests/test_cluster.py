@@ -43,7 +43,7 @@ def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mn
         killer.start()
         events: list = []
         rows = run_suite(suite, tmp_path / "dist", cluster=cluster.scheduler_address, threads=2,
-                         progress=events.append)
+                         progress=events.append, checkpoint_every=0)  # the rescheduled group resumes
         killer.join()
     finally:
         client.close()
@@ -56,6 +56,7 @@ def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mn
         ids = [r[0] for r in db.execute("SELECT run_id FROM runs")]
         epochs = db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
     assert len(ids) == len(set(ids)) == 8 and epochs == 8 * 3
+    assert not (tmp_path / "dist" / "checkpoints").exists()  # every group committed, none left
     local = run_suite(suite, tmp_path / "local", device="cpu")
     assert [r["run_id"] for r in rows] == [r["run_id"] for r in local]
     for a, b in zip(rows, local, strict=True):
