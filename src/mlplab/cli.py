@@ -277,6 +277,9 @@ def main() -> None:
         err_console.print("interrupted: every finished run is saved; run the same command again "
                           "to resume", highlight=False)
         sys.exit(130)
+    except click.UsageError as e:  # a bad option: one line too, with the command to ask for help
+        cmd = e.ctx.command_path if e.ctx else "mlplab"
+        _fail(f"{e.format_message()} (see `{cmd} --help`)", 2)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -18,6 +18,7 @@ A suite is TOML::
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
@@ -177,8 +178,8 @@ def _grid(value: Any, where: str) -> dict[str, list[Any]]:
     for key, values in table.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{where}.{key} must be a non-empty list of values")
-        seen = [json.dumps(v, sort_keys=True) for v in values]
-        twice = next((v for v, s in zip(values, seen, strict=True) if seen.count(s) > 1), None)
+        counts = collections.Counter(json.dumps(v, sort_keys=True) for v in values)
+        twice = next((v for v in values if counts[json.dumps(v, sort_keys=True)] > 1), None)
         if twice is not None:  # the same run twice, under one name: a typo
             raise UserError(f"{where}.{key} lists {twice!r} more than once; each value once")
     return table
