@@ -13,6 +13,7 @@ from html import escape
 
 from markupsafe import Markup
 
+from .config import SCALED_INITIALIZERS
 from .stats import mean_std, welch
 
 ALPHA = 0.05
@@ -92,7 +93,11 @@ def differing(table: list[dict]) -> list[str]:
 def settings_text(entry: dict, keys: list[str]) -> str:
     """'dropout=0.5, lr=0.01': the differing settings not already spelled out in the name."""
     shown = entry["experiment"].partition("[")[2]
-    return ", ".join(f"{k}={_value(entry['config'].get(k))}" for k in keys if f"{k}=" not in shown)
+    cfg = entry["config"]
+    # init_stddev means nothing to a configuration whose initializers take no stddev
+    scaled = any(cfg.get(k) in SCALED_INITIALIZERS for k in ("init", "output_init"))
+    return ", ".join(f"{k}={_value(cfg.get(k))}" for k in keys
+                     if f"{k}=" not in shown and (k != "init_stddev" or scaled))
 
 
 def _value(v) -> str:
