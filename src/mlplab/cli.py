@@ -13,7 +13,7 @@ from rich.table import Table
 
 from . import compare, report
 from . import data as data_mod
-from .errors import UserError
+from .errors import UserError, environment_error
 from .progress import progress_view
 from .suite import apply_overrides, builtin_suites, load_suite
 from .summary import param_counts, summary_rows
@@ -290,27 +290,6 @@ def main() -> None:
         if what:
             _fail(what, 2)
         _fail(f"internal error: {type(e).__name__}: {e} (run `mlplab --debug ...` for the traceback)", 1)
-
-
-def environment_error(e: Exception) -> str | None:
-    """One line for a failure of the machine rather than of mlplab, or None."""
-    import errno
-    import sqlite3
-
-    text = str(e)
-    disk_full = "No space left on device" in text or "database or disk is full" in text
-    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or disk_full:  # safetensors, SQLite too
-        where = getattr(e, "filename", None) or "results"
-        return (f"disk full while writing {where}: every run finished before is saved and nothing "
-                "half-written is left; free space and run the same command to resume")
-    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"cannot write {e.filename or 'there'}: {e.strerror}"
-    if isinstance(e, sqlite3.DatabaseError):
-        return (f"the run store is unreadable ({e}); every finished run is also in OUT/runs/: move "
-                "OUT/mlplab.db aside and run again to rebuild it from them")
-    if isinstance(e, OSError):
-        return f"{e.filename or 'file'}: {e.strerror or e}"
-    return None
 
 
 def _fail(message: str, code: int) -> None:

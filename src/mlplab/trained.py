@@ -1,0 +1,104 @@
+"""One trained run as the Python API hands it out (`Results.best()`, `Results[run_id]`): its
+config, metrics and history, and a model that predicts, exports and draws its confusion matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import plots, report, store
+from .config import RunConfig
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from matplotlib.figure import Figure
+
+    from .api import Results
+
+
+class Run:
+    """One trained run: its config, metrics, history, and a model that predicts and exports."""
+
+    def __init__(self, results: Results, row: dict):
+        self._results = results  # keeps a temporary folder alive
+        self._row = row
+        self.run_id: str = row["run_id"]
+        self.folder = store.run_dir(results.out, self.run_id)
+        self.config = RunConfig.model_validate_json(row["config"])
+        self.metrics: dict[str, Any] = {**{k: row[k] for k in store.COLUMNS},
+                                        **json.loads(row["metrics"])}
+        self._model = None
+
+    def __repr__(self) -> str:
+        return (f"<mlplab.Run {self.run_id} {self.config.name!r} seed {self.config.seed}: "
+                f"test_acc {self.metrics['test_acc']:.4f}, {self.metrics['status']}>")
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch metrics of this run (as Keras' History.history, one row per epoch)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self._results._hist[self.run_id],
+                                         columns=list(store.HISTORY_FIELDS))
+
+    def model(self) -> torch.nn.Sequential:
+        """The trained network as a plain torch.nn.Sequential in eval mode, taking float pixels
+        [N, 784] in [0, 1] and returning logits."""
+        return self._stacked().member(0).eval()
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities [N, classes] for images: an array [N, 28, 28] or [N, 784] (uint8
+        pixels or floats in [0, 1]; one image without N also works), or image / .npy file paths."""
+        import torch
+
+        from .evaluate import logits
+        from .predict import as_pixels, load_inputs
+
+        if isinstance(images, str | Path) or (isinstance(images, list | tuple) and images
+                                              and isinstance(images[0], str | Path)):
+            paths = [images] if isinstance(images, str | Path) else list(images)
+            x = load_inputs([str(p) for p in paths])[1]
+        else:
+            x = as_pixels(images)
+        z = logits(self._stacked(), torch.from_numpy(x))[0]
+        return torch.softmax(z, -1).numpy()
+
+    def predict(self, images) -> np.ndarray:
+        """Predicted class index per image (see `predict_proba` for what `images` may be)."""
+        return self.predict_proba(images).argmax(1)
+
+    def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
+        """Write a standalone model (float pixels [N, 784] in [0, 1] -> logits): `onnx` or
+        `torchscript`; default path: the run folder. Returns the path written."""
+        from .predict import export
+
+        return export(self.folder, format, Path(path) if path else None)
+
+    def plot_confusion(self) -> Figure:
+        m = self.metrics
+        return plots.confusion_plot(m["confusion_matrix"], self._classes(),
+                                    f"{self.config.name}, seed {self.config.seed}")
+
+    def plot_errors(self) -> Figure:
+        path = self.folder / "errors.safetensors"
+        if not path.is_file():
+            raise UserError(f"{self.folder}: no misclassified digits were stored for this run")
+        g = store.read_tensors(path)
+        captions = [f"{y} → {p}" for y, p in zip(g["labels"].tolist(), g["preds"].tolist(), strict=True)]
+        return plots.gallery_plot(g["images"].numpy(), captions,
+                                  f"misclassified test digits (true → predicted), {self.config.name}")
+
+    def _stacked(self):
+        if self._model is None:
+            from .predict import load_model
+
+            self._model = load_model(self.folder)[1]
+        return self._model
+
+    def _classes(self) -> tuple[str, ...]:
+        return report.class_names([self._row])
