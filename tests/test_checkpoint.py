@@ -1,7 +1,6 @@
 """Epoch checkpoints: a group killed (SIGKILL) in the middle of its epochs and run again resumes
 from its last checkpoint and ends bit-identical to an uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,18 +10,13 @@ import time
 import torch
 from safetensors.torch import load_file
 
+from mlplab.checkpoint import read_meta
 from mlplab.suite import parse_suite
 from mlplab.sweep import run_suite
 
 SUITE = ('name = "ck"\nseeds = 2\n[defaults]\ntrain_size = 8000\nepochs = 5\nbatch_norm = true\n'
          '[[experiment]]\nname = "m"\narchitecture = "784-256-64-10"\n[experiment.grid]\n'
          'dropout = [0.0, 0.3]\n')
-
-
-def _meta(path):
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return json.loads(json.loads(f.read(n))["__metadata__"]["mlplab"])
 
 
 def _state(out):
@@ -47,8 +41,8 @@ def test_kill_9_in_epoch_3_of_5_then_rerun_is_bit_identical(tmp_path, mnist):
         files = list((killed / "checkpoints").glob("*.safetensors")) if killed.exists() else []
         if files:
             try:
-                epoch = _meta(files[0])["epoch"]
-            except (OSError, ValueError, KeyError):
+                epoch = read_meta(files[0])["epoch"]
+            except Exception:  # being written right now: look again
                 epoch = 0
             if epoch >= 2:
                 break

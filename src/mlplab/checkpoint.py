@@ -6,25 +6,27 @@ pickle). A rerun after Ctrl-C, kill -9, a full disk or a lost Dask worker resume
 it; the driver deletes it once the group's runs are committed.
 
 One file per group: OUT/checkpoints/<key>.safetensors, the key being a hash of the members' run
-ids in order (the same group planned again finds it) and the device type.
+ids in order (the same group planned again finds it, on whatever device it resumes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+
+from .store import write_bytes_atomic
 
 
-def group_key(run_ids: list[str], device: str) -> str:
-    return hashlib.sha256(f"{device}:{','.join(run_ids)}".encode()).hexdigest()[:16]
+def path_for(folder: str | Path, run_ids: list[str]) -> Path:
+    """The checkpoint file of the group with these members, in this order."""
+    return Path(folder) / f"{hashlib.sha256(','.join(run_ids).encode()).hexdigest()[:16]}.safetensors"
 
 
 @dataclass
@@ -37,9 +39,8 @@ class Checkpointer:
     failed: bool = False  # a checkpoint that cannot be written never stops training
 
     @classmethod
-    def for_group(cls, folder: str | Path, run_ids: list[str], device: torch.device,
-                  every: float) -> Checkpointer:
-        return cls(Path(folder) / f"{group_key(run_ids, device.type)}.safetensors", every)
+    def for_group(cls, folder: str | Path, run_ids: list[str], every: float) -> Checkpointer:
+        return cls(path_for(folder, run_ids), every)
 
     def due(self) -> bool:
         return not self.failed and time.perf_counter() - self.last >= self.every
@@ -47,14 +48,11 @@ class Checkpointer:
     def save(self, tensors: dict[str, torch.Tensor], meta: dict) -> str | None:
         """Write atomically; None, or the reason it could not be written (training goes on)."""
         self.last = time.perf_counter()
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                      metadata={"mlplab": json.dumps(meta)})
-            tmp.replace(self.path)
+            data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                        metadata={"mlplab": json.dumps(meta)})
+            write_bytes_atomic(self.path, data)
         except (OSError, SafetensorError) as e:
-            tmp.unlink(missing_ok=True)
             self.failed = True
             return str(e).splitlines()[0]
         return None
@@ -66,19 +64,22 @@ class Checkpointer:
             return None
         try:
             tensors = load_file(str(self.path))
-            with open(self.path, "rb") as f:  # the header: 8 bytes of length, then JSON
-                n = int.from_bytes(f.read(8), "little")
-                meta = json.loads(json.loads(f.read(n))["__metadata__"]["mlplab"])
-        except (OSError, ValueError, KeyError, SafetensorError):
+            meta = read_meta(self.path)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError):
             return None
         return (tensors, meta) if meta.get("run_ids") == run_ids else None
 
 
-def remove(folder: str | Path, run_ids: list[str], device: str) -> None:
+def read_meta(path: Path) -> dict:
+    """The JSON header `save` wrote (epoch, run ids, members' histories)."""
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["mlplab"])
+
+
+def remove(folder: str | Path, run_ids: list[str]) -> None:
     """Delete a committed group's checkpoint (and the folder once empty)."""
-    folder = Path(folder)
-    (folder / f"{group_key(run_ids, device)}.safetensors").unlink(missing_ok=True)
+    path_for(folder, run_ids).unlink(missing_ok=True)
     try:
-        folder.rmdir()
+        Path(folder).rmdir()
     except OSError:
         pass  # other groups' checkpoints are still there, or it never existed

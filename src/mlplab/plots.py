@@ -1,5 +1,5 @@
-"""Figures. Each function takes plain data and returns a matplotlib Figure; `save` writes a PNG
-atomically and `png` gives its bytes (for the self-contained HTML report).
+"""Figures. Each function takes plain data and returns a matplotlib Figure; `png` gives its PNG
+bytes (written atomically by the report, and inlined in the self-contained HTML).
 
 Figures are made with `matplotlib.figure.Figure`, never pyplot: pyplot would pick (and in a
 notebook change) the user's backend and keep every figure alive in its global registry. A bare
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure as _Figure
@@ -179,12 +178,3 @@ def png(fig: Figure) -> bytes:
     buf = io.BytesIO()  # layout: each figure is made with the constrained layout engine
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
-
-
-def save(fig: Figure, path: Path) -> Path:
-    """Write fig as PNG via a temporary file (never a half-written image)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png(fig))
-    tmp.replace(path)
-    return path

@@ -58,7 +58,7 @@ class Tracker:
             self.finished.add(e["index"])
         elif kind == "run":
             self.runs_stored += 1
-        if kind in ("log", "run", "group", "group_done") or kind == "suite":
+        if kind not in ("batch", "epoch"):
             self.lines.append(describe(e))
 
     def cost(self, index: int) -> float:

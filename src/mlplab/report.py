@@ -114,9 +114,10 @@ def write_report(out: str | Path, run_ids: list[str] | None = None) -> dict[str,
     rep = build(out, run_ids)
     # The notebook's figures as plain files: train vs validation loss per experiment + overlay.
     for name, hs in rep["histories"].items():
-        plots.save(plots.loss_plot(name, hs), out / "plots" / f"{plots.slug(name)}.png")
-    plots.save(plots.overlay_plot("validation loss, every experiment", rep["histories"]),
-               out / "plots" / "overlay.png")
+        store.write_bytes_atomic(out / "plots" / f"{plots.slug(name)}.png",
+                                 plots.png(plots.loss_plot(name, hs)))
+    store.write_bytes_atomic(out / "plots" / "overlay.png", plots.png(
+        plots.overlay_plot("validation loss, every experiment", rep["histories"])))
     files = out / "report_files"
     for old in files.glob("*.png"):  # figures of an earlier report must not linger
         old.unlink()

@@ -85,8 +85,8 @@ class GraphStep:
     def __init__(self, step: Step, batch: int):
         self.step = step
         self.idx = torch.zeros(step.model.k, batch, dtype=torch.long, device=step.x.device)
-        saved = [t.detach().clone() for t in step.mutable()]
-        rng = torch.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+        saved = ([t.detach().clone() for t in step.mutable()], torch.get_rng_state(),
+                 torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -95,24 +95,23 @@ class GraphStep:
                     step(self.idx)
             torch.cuda.current_stream().wait_stream(side)
             self._restore(step, saved)  # warm-up must not count: state and dropout stream back
-            torch.set_rng_state(rng[0])
-            if rng[1] is not None:
-                torch.cuda.set_rng_state(rng[1])
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 step(self.idx)
-        except BaseException:  # the caller trains eagerly instead: from the state it had,
-            self._restore(step, saved)  # dropout's random stream included
-            torch.set_rng_state(rng[0])
-            if rng[1] is not None:
-                torch.cuda.set_rng_state(rng[1])
+        except BaseException:  # the caller trains eagerly instead, from the state it had
+            self._restore(step, saved)
             raise
 
     @staticmethod
-    def _restore(step: Step, saved: list[torch.Tensor]) -> None:
-        with torch.no_grad():  # put every mutated tensor back
-            for t, s in zip(step.mutable(), saved, strict=True):
+    def _restore(step: Step, saved) -> None:
+        """Put every mutated tensor and the dropout generator back as they were."""
+        tensors, cpu_rng, cuda_rng = saved
+        with torch.no_grad():
+            for t, s in zip(step.mutable(), tensors, strict=True):
                 t.copy_(s)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng)
 
     def __call__(self, idx: torch.Tensor) -> None:
         self.idx.copy_(idx)

@@ -69,6 +69,8 @@ def connect(out: Path) -> sqlite3.Connection:
         db.executescript(SCHEMA)
         db.execute("SELECT run_id FROM runs LIMIT 1").fetchall()
     except sqlite3.DatabaseError as e:
+        if "disk is full" in str(e):
+            raise  # not corrupt: the CLI says "disk full"
         raise UserError(f"{path} is not a readable mlplab store ({e}); every finished run is also "
                         f"in {Path(out) / 'runs'}/: move mlplab.db aside and run again to rebuild "
                         "it from them") from None

@@ -112,7 +112,7 @@ def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints) -> list[Trai
     ds = dataset(first.dataset, data_dir, progress)
     splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
     ckpt = None if checkpoints is None else Checkpointer.for_group(
-        checkpoints[0], [c.run_id for c in cfgs], dev, checkpoints[1])
+        checkpoints[0], [c.run_id for c in cfgs], checkpoints[1])
     results = train_group(list(cfgs), splits, dev, progress=progress, checkpoint=ckpt)
     metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
     out = []
@@ -203,8 +203,7 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
             emit({"event": "run", "name": t.cfg.name, "seed": t.cfg.seed,
                   "status": t.metrics["status"], "test_acc": t.metrics["test_acc"]})
         if ckpt:  # committed: the group's checkpoint has served
-            for device_type in ("cpu", "cuda"):
-                remove_checkpoint(ckpt[0], [t.cfg.run_id for t in trained], device_type)
+            remove_checkpoint(ckpt[0], [t.cfg.run_id for t in trained])
     rows = store.rows(db, [c.run_id for c in cells])
     db.close()
     store.write_results(out, rows)
