@@ -45,14 +45,17 @@ class Checkpointer:
     def due(self) -> bool:
         return not self.failed and time.perf_counter() - self.last >= self.every
 
-    def save(self, tensors: dict[str, torch.Tensor], meta: dict) -> str | None:
-        """Write atomically; None, or the reason it could not be written (training goes on)."""
+    def save(self, tensors: dict[str, torch.Tensor], meta: dict, strict: bool = False) -> str | None:
+        """Write atomically; None, or the reason it could not be written (training goes on).
+        strict: raise instead (a group paused at a rung cannot go on without it)."""
         self.last = time.perf_counter()
         try:
             data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                         metadata={"mlplab": json.dumps(meta)})
             write_bytes_atomic(self.path, data)
         except (OSError, SafetensorError) as e:
+            if strict:
+                raise
             self.failed = True
             return str(e).splitlines()[0]
         return None

@@ -98,11 +98,14 @@ def disconnect(client, local) -> None:
             handler.setLevel(level)
 
 
-def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None = None,
+def run_groups(numbered, device: str, data_dir: str | None, *, cluster: str | None = None,
                workers: int | None = None, threads: int | None = None,
                progress: Callable[[dict], None] | None = None,
-               client=None, security=None, checkpoints=None) -> Iterator[list]:
-    """Submit every group, yield each group's list of `Trained` as it finishes."""
+               client=None, security=None, checkpoints=None, stop_at: int | None = None,
+               prune: dict[str, int] | None = None, total: int | None = None) -> Iterator[tuple]:
+    """Submit every (plan index, group), yield (group, its list of `Trained`, or `Paused` at a
+    rung) as each returns. stop_at / prune: successive halving (see `train_group`); total: the
+    plan's number of groups (for progress)."""
     from distributed import as_completed
 
     from .sweep import train_and_evaluate
@@ -117,11 +120,12 @@ def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None
         # workers report each epoch to the driver through Dask's event log
         client.subscribe_topic(TOPIC, lambda event: emit(event[1]))
         futures = {}
-        for gi, group in enumerate(groups):
+        total = total or len(numbered)
+        for gi, group in numbered:
             fut = client.submit(train_and_evaluate, list(group.cfgs), device, data_dir,
                                 WorkerProgress(gi, group.label), threads, checkpoints,
-                                resources=resources, pure=False,
-                                key=f"mlplab-group-{gi}-{group.cfgs[0].run_id}")
+                                stop_at=stop_at, prune=prune, resources=resources, pure=False,
+                                key=f"mlplab-group-{gi}-{stop_at or 'end'}-{group.cfgs[0].run_id}")
             futures[fut] = (gi, group)
         emit({"event": "log", "message": f"{len(futures)} groups submitted to "
               f"{client.scheduler.address} ({len(client.scheduler_info()['workers'])} workers)"})
@@ -132,9 +136,10 @@ def run_groups(groups, device: str, data_dir: str | None, *, cluster: str | None
             except Exception as e:  # KilledWorker after ALLOWED_FAILURES, or an error in the task
                 raise RuntimeError(f"group {gi + 1} ({group.label}) failed on the cluster: "
                                    f"{type(e).__name__}: {e}") from e
-            emit({"event": "group_done", "index": gi, "groups": len(groups),
-                  "label": group.label, "epochs": max(c.epochs for c in group.cfgs)})
-            yield trained
+            if isinstance(trained, list):  # not paused at a rung: done
+                emit({"event": "group_done", "index": gi, "groups": total,
+                      "label": group.label, "epochs": max(c.epochs for c in group.cfgs)})
+            yield group, trained
     finally:
         if own:
             disconnect(client, local)

@@ -23,7 +23,9 @@ FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard de
           f"validation accuracy, two-sided, p ≥ {ALPHA}); n/a: fewer than 2 seeds, no test "
           f"possible. n counts the seeds in the means: runs that diverged (non-finite loss) or "
           f"ended at chance level (accuracy ≤ 15% with loss near ln 10) are counted but never "
-          f"averaged or ranked. Train s: wall time of the fused group the run trained in.")
+          f"averaged or ranked. Pruned (successive halving): the metrics where the configuration "
+          f"stopped, never ranked against finished ones. Train s: wall time of the fused group "
+          f"the run trained in.")
 
 
 def comparison(rows: list[dict]) -> list[dict]:
@@ -40,13 +42,17 @@ def comparison(rows: list[dict]) -> list[dict]:
         groups.setdefault(key, []).append(r)
     table = []
     for rs in groups.values():
-        ok = [r for r in rs if r["status"] == "finished"]
+        pruned = [r for r in rs if r["status"] == "pruned"]
+        # a pruned configuration shows its seeds where they stopped (finished ones included:
+        # an early-stopped seed); it is never ranked against configurations that went on
+        ok = [r for r in rs if r["status"] == "finished" or (pruned and r["status"] == "pruned")]
         cfg = json.loads(rs[0].get("config") or "{}")
         entry = {"experiment": rs[0]["experiment"], "architecture": rs[0]["architecture"],
                  "config": {k: v for k, v in cfg.items() if k not in ("name", "seed")},
                  "params": int(rs[0]["params"]), "n": len(ok), "runs": len(rs),
                  "diverged": sum(r["status"] == "diverged" for r in rs),
-                 "chance": sum(r["status"] == "chance" for r in rs), "ranked": bool(ok),
+                 "chance": sum(r["status"] == "chance" for r in rs), "ranked": bool(ok) and not pruned,
+                 "pruned_at": max((int(r["epochs_run"]) for r in pruned), default=None),
                  "val_accs": [float(r["val_acc"]) for r in ok],
                  "run_ids": [r["run_id"] for r in rs]}
         for key in METRICS:
@@ -58,7 +64,8 @@ def comparison(rows: list[dict]) -> list[dict]:
         e["rank"] = i + 1
     for e in table:
         e.setdefault("rank", None)
-        e["p"], e["marker"] = None, ""
+        e["p"] = None
+        e["marker"] = f"pruned at epoch {e['pruned_at']}" if e["pruned_at"] else ""
     if ranked:
         best = ranked[0]
         best["marker"] = "best"
@@ -66,7 +73,10 @@ def comparison(rows: list[dict]) -> list[dict]:
             p = welch(best["val_accs"], e["val_accs"])
             e["p"] = None if p != p else p
             e["marker"] = "n/a" if e["p"] is None else ("≈" if p >= ALPHA else "")
-    return ranked + [e for e in table if not e["ranked"]]
+    # the pruned after the ranked: the furthest first, then by validation accuracy
+    unranked = sorted((e for e in table if not e["ranked"]),
+                      key=lambda e: (-(e["pruned_at"] or 0), -(e["val_acc"] if e["n"] else -1.0)))
+    return ranked + unranked
 
 
 def _unique_names(table: list[dict]) -> None:

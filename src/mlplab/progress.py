@@ -5,7 +5,8 @@ and a view renders that state.
 
 Events: suite (plan: each group's members, epochs and cost), group (a group starts), batch (how
 far into an epoch, at most every half second), epoch (an epoch ended: validation accuracies),
-group_done, run (a run was stored), log (a line of text). Under Dask, workers send their epoch
+group_done, run (a run was stored), rung (successive halving decided a rung), log (a line of
+text). Under Dask, workers send their epoch
 events to the driver, tagged with their group.
 
 The ETA weights each group by its cost (parameters x members x epochs) and divides the work
@@ -32,6 +33,7 @@ class Tracker:
         self.started: float | None = None  # first training event: the rate counts from here
         self.suite, self.plan, self.groups, self.finished = "", [], {}, set()
         self.runs_total = self.runs_stored = 0
+        self.current = 0  # the group started last
         self.lines: list[str] = []
 
     def update(self, e: dict) -> None:
@@ -40,11 +42,12 @@ class Tracker:
             self.suite, self.plan = e["suite"], e.get("plan", [])
             self.runs_total = e["todo"]
         elif kind == "group":
+            self.current = e["index"]  # in-process epochs are this group's (halving revisits groups)
             self.groups[e["index"]] = {"label": e["label"], "epoch": 0, "epochs": e["epochs"],
                                        "frac": 0.0, "best": None, "running": e["members"]}
         elif kind in ("batch", "epoch"):
             self.started = self.started or time.perf_counter()
-            g = self.groups.setdefault(e.get("group", max(self.groups, default=0)), {
+            g = self.groups.setdefault(e.get("group", self.current), {
                 "label": e.get("label", ""), "epoch": 0, "epochs": e["epochs"], "frac": 0.0,
                 "best": None, "running": 0})
             if kind == "batch":
@@ -101,6 +104,9 @@ def describe(e: dict) -> str:
         return f"  done {e['name']} seed {e['seed']}: {e['status']}, test_acc {e['test_acc']:.4f}"
     if kind == "log":
         return f"  {e['message']}"
+    if kind == "rung":
+        return (f"rung at epoch {e['epoch']}: {e['contenders']} configurations ranked by mean "
+                f"{e['metric']} over seeds; {len(e['kept'])} go on, {len(e['pruned'])} pruned")
     return ""
 
 
@@ -128,7 +134,7 @@ class LineView:
         t = self.tracker
         t.update(e)
         if e["event"] == "epoch":  # the epoch that just ended
-            i = e.get("group", max(t.groups, default=0))
+            i = e.get("group", t.current)
             g = t.groups[i]
             best = f"  best val_acc {g['best']:.4f}" if g["best"] is not None else ""
             self._print(f"  group {i + 1}/{len(t.plan)}  epoch {e['epoch']}/{e['epochs']}{best}  "

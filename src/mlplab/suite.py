@@ -14,6 +14,11 @@ A suite is TOML::
     dropout = [0.0, 0.5]
     [grid]                          # optional: cartesian product over every experiment
     batch_norm = [false, true]
+    [search]                        # optional: halving, random search (see search.py)
+    method = "random"
+    samples = 20
+    [space]                         # random search: distributions, e.g.
+    lr = { log_uniform = [1e-4, 1e-2] }
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pydantic import model_validator
 
 from .config import RUN_FIELDS, Frozen, RunConfig, validate_run
 from .errors import UserError
+from .search import SearchSpec, parse_search, parse_space, sample
 
 
 class Experiment(Frozen):
@@ -58,6 +64,8 @@ class Suite(Frozen):
     experiments: list[Experiment]
     grid: dict[str, list[Any]] = {}
     defaults: dict[str, Any] = {}
+    search: SearchSpec | None = None
+    space: dict[str, dict[str, list[Any]]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -78,17 +86,32 @@ class Suite(Frozen):
         return dict(parsed)
 
     def runs(self) -> list[RunConfig]:
-        """Every run config of the suite (seed 0 placeholder replaced per seed by `cells`)."""
+        """Every run config of the suite (seed 0 placeholder replaced per seed by `cells`):
+        experiments x grid x random samples. A sample's name carries its number and values:
+        'search #3[lr=0.0012,dropout=0.31]'."""
         out = []
+        draws = sample(self.space, self.samples, self.search.seed) if self.space else [{}]
         for exp in self.experiments:
             grid = {**self.grid, **exp.grid}
             keys = list(grid)
             for combo in itertools.product(*(grid[k] for k in keys)):
-                values = {**self.defaults, **exp.settings, **dict(zip(keys, combo, strict=True))}
-                suffix = ",".join(f"{k}={_short(v)}" for k, v in zip(keys, combo, strict=True))
-                name = f"{exp.name}[{suffix}]" if suffix else exp.name
-                out.append(validate_run({**values, "name": name}, f"experiment {exp.name!r}"))
+                chosen = dict(zip(keys, combo, strict=True))
+                for i, drawn in enumerate(draws):
+                    values = {**self.defaults, **exp.settings, **chosen, **drawn}
+                    suffix = ",".join(f"{k}={_short(v)}" for k, v in {**chosen, **drawn}.items())
+                    name = exp.name + (f" #{i + 1}" if self.space else "")
+                    name = f"{name}[{suffix}]" if suffix else name
+                    out.append(validate_run({**values, "name": name}, f"experiment {exp.name!r}"))
         return out
+
+    @property
+    def samples(self) -> int:
+        """Configurations drawn per experiment and grid point (1 without random search)."""
+        return self.search.samples if self.search and self.search.samples else 1
+
+    @property
+    def prunes(self) -> bool:
+        return bool(self.search and self.search.prunes)
 
     def cells(self) -> list[RunConfig]:
         """Run configs x seeds, in suite order."""
@@ -99,7 +122,7 @@ def _short(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-SUITE_KEYS = ("name", "description", "seeds", "defaults", "experiment", "grid")
+SUITE_KEYS = ("name", "description", "seeds", "defaults", "experiment", "grid", "search", "space")
 
 
 def parse_suite(data: dict[str, Any], name: str) -> Suite:
@@ -117,7 +140,17 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
     defaults = _table(data.get("defaults", {}), f"suite {name}: defaults")
     _check_keys(defaults, f"suite {name}: defaults")
     grid = _grid(data.get("grid", {}), f"suite {name}: grid")
+    search = parse_search(data.get("search"), f"suite {name}: search")
+    space = parse_space(data.get("space", {}), f"suite {name}: space", defaults)
+    if space and not (search and search.method == "random"):
+        raise UserError(f"suite {name}: a [space] is sampled by random search only; add [search] "
+                        "method = \"random\" and samples = N")
+    if search and search.method == "random" and not space:
+        raise UserError(f"suite {name}: search: method = \"random\" needs a [space] of "
+                        "distributions, e.g. [space] lr = { log_uniform = [1e-4, 1e-2] }")
     raw = data.get("experiment")
+    if raw is None and space:  # a search may be all space: one experiment, named after the suite
+        raw = [{"name": str(data.get("name", name))}]
     if raw is None:
         raise UserError(f"suite {name}: no experiment to run; add at least one [[experiment]] table "
                         "with a name, e.g. [[experiment]] name = \"2-hidden\" architecture = \"512-256\"")
@@ -137,10 +170,14 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
         _check_keys(settings, f"{where} ({exp_name})")
         experiments.append(Experiment(name=exp_name, settings=settings,
                                       grid=_grid(item.get("grid", {}), f"{where}.grid")))
+        both = sorted(set(space) & (set(settings) | set(experiments[-1].grid) | set(grid)))
+        if both:  # which one wins would be a guess: say so
+            raise UserError(f"{where} ({exp_name}): {both[0]!r} is both sampled ([space]) and set "
+                            "here or in a grid; remove one of them")
     suite = Suite.model_validate({
         "name": str(data.get("name", name)), "description": str(data.get("description", "")),
         "seeds": seed_list, "experiments": experiments, "grid": grid, "defaults": defaults,
-        "_parsed": True})
+        "search": search, "space": space, "_parsed": True})
     check_size(suite)  # before expanding: a million-cell grid is refused at once
     suite.runs()  # validate every run now: nothing starts on a bad suite
     return suite
@@ -156,7 +193,8 @@ def max_runs() -> int:
 
 def count_runs(suite: Suite) -> tuple[int, int]:
     """(configurations, runs) without expanding anything."""
-    configs = sum(math.prod(len(v) for v in {**suite.grid, **e.grid}.values()) for e in suite.experiments)
+    configs = suite.samples * sum(math.prod(len(v) for v in {**suite.grid, **e.grid}.values())
+                                  for e in suite.experiments)
     return configs, configs * len(suite.seeds)
 
 
@@ -229,9 +267,9 @@ def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | Non
     if epochs is not None:
         if epochs <= 0:
             raise UserError(f"--epochs must be a positive count, got {epochs}")
-        gridded = [e.name for e in suite.experiments if "epochs" in {**suite.grid, **e.grid}]
+        gridded = [e.name for e in suite.experiments if "epochs" in {**suite.grid, **e.grid, **suite.space}]
         if gridded:  # the grid's values would win: say so rather than ignore the option
-            raise UserError(f"--epochs: the grid of {gridded[0]!r} sets epochs itself; change the "
+            raise UserError(f"--epochs: the grid or [space] of {gridded[0]!r} sets epochs itself; change the "
                             "suite's grid instead")
         update["defaults"] = {**suite.defaults, "epochs": epochs}
         update["experiments"] = [

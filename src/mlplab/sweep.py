@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import data as data_mod
-from . import store
+from . import halving, store
 from .augment import augment
 from .checkpoint import Checkpointer
 from .checkpoint import remove as remove_checkpoint
@@ -93,27 +95,34 @@ _DATASETS: dict[tuple, data_mod.Dataset] = {}  # per process: a worker loads eac
 def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None,
                        progress: Callable[[dict], None] | None = None,
                        threads: int | None = None,
-                       checkpoints: tuple[str, float] | None = None) -> list[Trained]:
+                       checkpoints: tuple[str, float] | None = None, *,
+                       stop_at: int | None = None,
+                       prune: dict[str, int] | None = None) -> list[Trained] | halving.Paused:
     """Train one group and evaluate its members: the unit of work, in-process or on a worker.
     threads: torch CPU threads for this call (a cluster run matches the driver's, so that a
     run trains to the same numbers wherever it lands). checkpoints: (folder, seconds between
-    them): the group saves its state there and resumes from it."""
+    them): the group saves its state there and resumes from it. stop_at / prune: successive
+    halving (see `train_group`); a group paused at its rung returns `halving.Paused`."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _train_and_evaluate(cfgs, resolve_device(device), data_dir, progress, checkpoints)
+        return _train_and_evaluate(cfgs, resolve_device(device), data_dir, progress, checkpoints,
+                                   stop_at, prune)
     finally:
         torch.set_num_threads(before)  # a guest in the caller's process
 
 
-def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints) -> list[Trained]:
+def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints, stop_at=None, prune=None):
     first = cfgs[0]
     ds = dataset(first.dataset, data_dir, progress)
     splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
     ckpt = None if checkpoints is None else Checkpointer.for_group(
         checkpoints[0], [c.run_id for c in cfgs], checkpoints[1])
-    results = train_group(list(cfgs), splits, dev, progress=progress, checkpoint=ckpt)
+    results = train_group(list(cfgs), splits, dev, progress=progress, checkpoint=ckpt,
+                          stop_at=stop_at, prune=prune)
+    if any(r.status == "running" for r in results):  # paused at a rung: nothing to evaluate yet
+        return halving.Paused([(r.cfg.run_id, r.history, r.status) for r in results])
     metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
     out = []
     for r, m, g in zip(results, metrics, galleries, strict=True):
@@ -189,15 +198,29 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
           "plan": [{"label": g.label, "members": len(g.cfgs), "epochs": max(c.epochs for c in g.cfgs),
                     "cost": float(sum(param_counts(c)[0] * c.epochs for c in g.cfgs))}
                    for g in groups]})
-    if remote:
-        from .cluster import run_groups
+    if suite.prunes and ckpt is None:  # a group pauses at each rung in its checkpoint
+        ckpt = (str(out / "checkpoints"), math.inf)
 
-        finished = run_groups(groups, dev, data_dir, client=client,
-                              threads=threads or torch.get_num_threads(), progress=emit,
-                              checkpoints=ckpt)
+    def execute(todo: list[Group], stop_at: int | None = None, prune: dict | None = None):
+        numbered = [(groups.index(g), g) for g in todo]  # a group keeps its number at every rung
+        if remote:
+            from .cluster import run_groups
+
+            return run_groups(numbered, dev, data_dir, client=client, progress=emit,
+                              checkpoints=ckpt, threads=threads or torch.get_num_threads(),
+                              stop_at=stop_at, prune=prune, total=len(groups))
+        return _in_process(numbered, len(groups), dev, data_dir, emit, ckpt, stop_at, prune)
+
+    if suite.prunes:
+        known = {r["run_id"]: (store.history(db, r["run_id"]), r["status"])
+                 for r in store.rows(db, [c.run_id for c in cells])}
+        finished = halving.run(groups, cells, suite.search, known, execute, emit)
     else:
-        finished = _in_process(groups, dev, data_dir, emit, ckpt)
-    for trained in finished:
+        finished = execute(groups)
+    for group, trained in finished:
+        if group == "search":  # the rungs' decisions, for the report and the user
+            _write_search(out, trained, cells, db)
+            continue
         for t in trained:
             store.commit_run(db, out, t.cfg, t.history, t.metrics, t.state, t.extra)
             emit({"event": "run", "name": t.cfg.name, "seed": t.cfg.seed,
@@ -210,11 +233,27 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
     return rows
 
 
-def _in_process(groups: list[Group], device: str, data_dir: str | None, emit, ckpt):
-    for gi, group in enumerate(groups):
-        emit({"event": "group", "index": gi, "groups": len(groups), "label": group.label,
+def budget(rows: list[dict], cells: list[RunConfig]) -> dict:
+    """Model-epochs spent on these runs, and what training every cell to its end would take."""
+    spent = sum(int(r["epochs_run"]) for r in rows)
+    return {"model_epochs": spent, "full_grid_model_epochs": sum(c.epochs for c in cells)}
+
+
+def _write_search(out: Path, log: dict, cells: list[RunConfig], db) -> None:
+    """OUT/search.json: the rungs (epoch, kept, pruned) and the compute spent."""
+    log = {**log, **budget(store.rows(db, [c.run_id for c in cells]), cells)}
+    store.write_text_atomic(out / "search.json", json.dumps(log, indent=2))
+
+
+def _in_process(numbered: list[tuple[int, Group]], total: int, device: str, data_dir: str | None,
+                emit, ckpt, stop_at: int | None = None, prune: dict | None = None):
+    """Train (plan index, group) pairs one after another; yield (group, outcome)."""
+    for gi, group in numbered:
+        emit({"event": "group", "index": gi, "groups": total, "label": group.label,
               "members": len(group.cfgs), "epochs": max(c.epochs for c in group.cfgs)})
-        trained = train_and_evaluate(list(group.cfgs), device, data_dir, emit, checkpoints=ckpt)
-        emit({"event": "group_done", "index": gi, "groups": len(groups), "label": group.label,
-              "epochs": max(c.epochs for c in group.cfgs)})
-        yield trained
+        outcome = train_and_evaluate(list(group.cfgs), device, data_dir, emit, checkpoints=ckpt,
+                                     stop_at=stop_at, prune=prune)
+        if not isinstance(outcome, halving.Paused):
+            emit({"event": "group_done", "index": gi, "groups": total, "label": group.label,
+                  "epochs": max(c.epochs for c in group.cfgs)})
+        yield group, outcome

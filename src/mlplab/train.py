@@ -36,7 +36,9 @@ class MemberResult:
     cfg: RunConfig
     history: list[dict] = field(default_factory=list)
     state: dict[str, torch.Tensor] = field(default_factory=dict)
-    status: str = "running"  # finished | diverged (non-finite loss) | chance (learned nothing)
+    # running (or paused at a rung) | finished | diverged (non-finite loss) | chance (learned
+    # nothing) | pruned (stopped at a rung of successive halving)
+    status: str = "running"
     best_epoch: int = 0
     best_val_loss: float = math.inf
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
@@ -63,7 +65,8 @@ Progress = Callable[[dict], None]
 
 def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | str = "cpu",
                 progress: Progress | None = None, graphs: bool | None = None,
-                tf32: bool = True, checkpoint: Checkpointer | None = None) -> list[MemberResult]:
+                tf32: bool = True, checkpoint: Checkpointer | None = None,
+                stop_at: int | None = None, prune: dict[str, int] | None = None) -> list[MemberResult]:
     """Train K members with identical shapes as one computation; one MemberResult each.
 
     splits: uint8 images / int64 labels (moved to `device` here). graphs: capture the step in a
@@ -71,12 +74,19 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
     initializer, epochs and patience. Once half of the members still in the computation have
     stopped (epochs done, early stopping, divergence), the group is rebuilt without them.
     checkpoint: where to save the group at epoch ends and resume it from (bit-identical to an
-    uninterrupted run on the same device)."""
+    uninterrupted run on the same device).
+
+    Successive halving: stop_at pauses the group after that epoch (a rung): its checkpoint is
+    written and the members still training come back with status "running"; the next call
+    resumes from it. prune: run id -> the rung epoch at which that member stops (status "pruned",
+    its weights as they are at the rung); it leaves the group there, the others go on unchanged."""
     device = torch.device(device)
     if len({c.group_key() for c in cfgs}) != 1:
         raise ValueError("train_group: members must share shapes and code path (group_key)")
+    if stop_at is not None and checkpoint is None:
+        raise ValueError("train_group: pausing at a rung (stop_at) needs a checkpoint to resume from")
     with guest(device, tf32):
-        return _train_group(cfgs, splits, device, progress, graphs, checkpoint)
+        return _train_group(cfgs, splits, device, progress, graphs, checkpoint, stop_at, prune or {})
 
 
 @contextlib.contextmanager
@@ -96,7 +106,8 @@ def guest(device: torch.device, tf32: bool | None = None):
 
 def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
                  progress: Progress | None, graphs: bool | None,
-                 checkpoint: Checkpointer | None) -> list[MemberResult]:
+                 checkpoint: Checkpointer | None, stop_at: int | None,
+                 prune: dict[str, int]) -> list[MemberResult]:
     graphs = device.type == "cuda" if graphs is None else graphs
     data = splits.to(device)
     n, bsz = len(data.x_train), cfgs[0].batch_size
@@ -118,10 +129,15 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
     if saved:  # go on exactly where the last checkpoint left this group
         model, opt, active, first = _resume(saved, cfgs, device, orders, results)
         started -= max(r.train_seconds for r in results)  # Train s counts the earlier part too
-        if progress:
+        if _prune(model, active, results, prune, first - 1):
+            if not any(r.status == "running" for r in results):
+                return results  # every member left at a rung: nothing to train
+            model, opt, active = _compact_running(model, opt, active, cfgs, results)
+        if progress and (stop_at is None or first <= stop_at):
             progress({"event": "log", "message": f"resumed from the checkpoint after epoch {first - 1}"})
     step = graph_full = None
-    for epoch in range(first, max_epochs + 1):
+    last = max_epochs if stop_at is None else min(stop_at, max_epochs)
+    for epoch in range(first, last + 1):
         if step is None:  # (re)built at the start and after each compaction
             step = Step(model, opt, data.x_train, data.y_train, [cfgs[j] for j in active])
             graph_full = graph_step(step, bsz, progress) if graphs and full else None
@@ -153,6 +169,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
                                 "val_acc": va, "lr": float(opt.hp["lr"][pos]), "seconds": seconds})
             res.train_seconds = time.perf_counter() - started
             _member_epoch(res, pos, model)
+        pruned = _prune(model, active, results, prune, epoch)
         running = [pos for pos, j in enumerate(active) if results[j].status == "running"]
         if progress:
             progress({"event": "epoch", "epoch": epoch, "epochs": max_epochs,
@@ -160,18 +177,38 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
                       "running": len(running), "computing": len(active)})
         if not running:
             break
-        if len(running) <= len(active) // 2:
+        if pruned or len(running) <= len(active) // 2:
             # Stopped members would keep costing compute until the last one stops: rebuild the
             # group with the running ones (their state, optimizer state and data order move
-            # along unchanged; at most log2(K) rebuilds).
-            model, opt = _compact(model, opt, running, [cfgs[active[p]] for p in running])
-            active = [active[p] for p in running]
+            # along unchanged; at most log2(K) rebuilds, plus one per rung that prunes).
+            model, opt, active = _compact_running(model, opt, active, cfgs, results)
             step = None
-        if checkpoint and checkpoint.due():
-            failed = checkpoint.save(*_snapshot(model, opt, active, epoch, ids, orders, results))
+        pause = epoch == stop_at
+        if checkpoint and (pause or checkpoint.due()):
+            # a pause must be written (the next rung resumes from it); a periodic one may fail
+            failed = checkpoint.save(*_snapshot(model, opt, active, epoch, ids, orders, results),
+                                     strict=pause)
             if failed and progress:
                 progress({"event": "log", "message": f"checkpoints off for this group: {failed}"})
     return results
+
+
+def _prune(model, active, results, prune: dict[str, int], epoch: int) -> bool:
+    """Members due to stop at a rung at or before `epoch` stop now, keeping their weights as they
+    are (the rung's, when `epoch` is the rung). Whether any did."""
+    any_pruned = False
+    for pos, j in enumerate(active):
+        r = results[j]
+        if r.status == "running" and prune.get(r.cfg.run_id, epoch + 1) <= epoch:
+            r.status, r.state, any_pruned = "pruned", model.member_state(pos), True
+    return any_pruned
+
+
+def _compact_running(model, opt, active, cfgs, results):
+    """(model, optimizer, active) holding only the members still running."""
+    running = [pos for pos, j in enumerate(active) if results[j].status == "running"]
+    model, opt = _compact(model, opt, running, [cfgs[active[p]] for p in running])
+    return model, opt, [active[p] for p in running]
 
 
 def _snapshot(model, opt, active, epoch, ids, orders, results) -> tuple[dict, dict]:
