@@ -154,8 +154,9 @@ class Results:
     def table(self) -> pd.DataFrame:
         """The comparison table, one row per configuration in rank order: mean and std over seeds
         of validation and test accuracy and loss, n (seeds in the means) of runs, diverged and
-        chance-level runs (never averaged), Welch's p
-        against the best and the marker the report shows ('best', '≈', 'n/a', '')."""
+        chance-level runs (never averaged), the epoch where successive halving pruned it (never
+        ranked), Welch's p against the best and the marker the report shows ('best', '≈', 'n/a',
+        '', 'pruned at epoch 3')."""
         import pandas as pd
 
         recs, table = [], self._comparison()
@@ -164,7 +165,7 @@ class Results:
             rec = {"rank": e["rank"], "model": e["experiment"], "architecture": e["architecture"],
                    **{k: _cell(e["config"].get(k)) for k in keys},
                    "params": e["params"], "n": e["n"], "runs": e["runs"], "diverged": e["diverged"],
-                   "chance": e["chance"]}
+                   "chance": e["chance"], "pruned_at": e["pruned_at"]}
             for key in compare.METRICS:
                 rec[key] = e[key]
                 if key not in ("train_seconds", "epochs_run"):
@@ -174,6 +175,7 @@ class Results:
         df = pd.DataFrame.from_records(recs)
         if len(df):
             df["rank"] = df["rank"].astype("Int64")
+            df["pruned_at"] = df["pruned_at"].astype("Int64")
         return df.set_index("model") if len(df) else df
 
     def history(self) -> pd.DataFrame:
@@ -201,6 +203,21 @@ class Results:
     def plot_params(self) -> Figure:
         """Test accuracy (mean ± std over seeds) against the parameter count."""
         return plots.params_plot(self._comparison())
+
+    def search(self) -> dict | None:
+        """What successive halving decided (None without it): method, eta, metric, each rung's
+        epoch with the configurations kept and pruned, model_epochs spent and
+        full_grid_model_epochs (what training every configuration to its end would spend)."""
+        return report.search_log(self.out)
+
+    def plot_search(self) -> Figure:
+        """Each configuration's mean validation curve, ending where it was pruned; the rungs."""
+        table = self._comparison()
+        log = self.search()
+        rungs = [r["epoch"] for r in log["rungs"]] if log else sorted(
+            {e["pruned_at"] for e in table if e["pruned_at"]})
+        return plots.search_plot(self._by_experiment(), {e["experiment"]: e["pruned_at"] for e in table},
+                                 rungs, log["metric"] if log else "val_acc")
 
     def plot_confusion(self, run: str | None = None) -> Figure:
         """The confusion matrix on the test set of `run` (default: `best()`)."""

@@ -74,6 +74,9 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, che
                                checkpoint_every=checkpoint_every)
     # The folder is the unit: `run` and `report` show the same table, of every run in OUT.
     paths = _report_and_table(out, f"suite {s.name}: {len(rows)} runs")
+    search = report.search_log(Path(out)) if s.prunes else None
+    if search:
+        console.print(f"successive halving: {report.budget_text(search)}", highlight=False)
     console.print(f"results: {Path(out) / 'results.csv'}   plots: {Path(out) / 'plots'}/   "
                   f"report: {paths['html']}")
 

@@ -121,6 +121,34 @@ def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "v
     return fig
 
 
+def search_plot(by_name: dict[str, list[list[dict]]], pruned_at: dict[str, int | None],
+                rungs: list[int], metric: str = "val_acc") -> Figure:
+    """Successive halving at a glance: each configuration's mean validation curve over its seeds,
+    ending where it was pruned (grey, x), the survivors in colour, the rungs as dashed lines."""
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for name, hs in by_name.items():
+        mean, _, _ = band(hs, metric)
+        epochs = np.arange(1, len(mean) + 1)
+        if pruned_at.get(name):
+            ax.plot(epochs, mean, color="0.6", linewidth=0.8, marker="o" if len(mean) == 1 else None,
+                    markersize=2)
+            ax.plot(epochs[-1:], mean[-1:], "x", color="0.35", markersize=5)
+        else:
+            ax.plot(epochs, mean, linewidth=1.8, label=wrap(name, 34))
+    for i, r in enumerate(rungs):
+        ax.axvline(r, color="0.3", linestyle="--", linewidth=0.8)
+        ax.annotate(f"rung {i + 1}", (r, 1), xycoords=("data", "axes fraction"), fontsize=7,
+                    xytext=(2, -10), textcoords="offset points")
+    ax.plot([], [], color="0.6", marker="x", markersize=5, label="pruned (x: where it stopped)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title=f"{metric.replace('_', ' ')} per configuration (mean over seeds)", xlabel="epoch",
+           ylabel=metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=7)
+    return fig
+
+
 def params_plot(table: list[dict]) -> Figure:
     """Test accuracy (mean +- std over seeds) against parameter count. Points carry their rank
     number; the legend beside the axes names them (labels on the points overlap)."""

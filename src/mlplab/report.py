@@ -45,6 +45,9 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
     by_exp = {k: v for k, v in by_exp.items() if v}
     # figs: section -> [(name, caption that adds to the section title, PNG bytes)]
     figs: dict[str, list[tuple[str, str, bytes]]] = {}
+    search = search_log(out)
+    if search or any(e["pruned_at"] for e in table):
+        figs["search"] = [_search_figure(table, by_exp, search)]
     seeds = sorted({len(v) for v in by_exp.values()})
     if by_exp:
         figs["curves"] = [("learning curves", (
@@ -97,6 +100,33 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
             "histories": by_exp}
 
 
+def search_log(out: Path) -> dict | None:
+    """OUT/search.json (written by a run with successive halving), or None."""
+    try:
+        return json.loads((out / "search.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def budget_text(search: dict) -> str:
+    """'228 model-epochs of the 900 a full grid would spend (25%)'."""
+    spent, full = search["model_epochs"], search["full_grid_model_epochs"]
+    return f"{spent:,} model-epochs of the {full:,} a full grid would spend ({spent / full:.0%})"
+
+
+def _search_figure(table: list[dict], by_exp: dict, search: dict | None) -> tuple[str, str, bytes]:
+    pruned = {e["experiment"]: e["pruned_at"] for e in table}
+    rungs = [r["epoch"] for r in search["rungs"]] if search else sorted(
+        {p for p in pruned.values() if p})
+    metric = search["metric"] if search else "val_acc"
+    caption = (f"successive halving: {len(by_exp)} configurations; rungs at epoch "
+               f"{', '.join(map(str, rungs))}; at each, ranked by mean {metric} over seeds, the best "
+               f"1/{search['eta'] if search else '?'} went on")
+    if search:
+        caption += f"; {budget_text(search)}"
+    return ("search", caption, plots.png(plots.search_plot(by_exp, pruned, rungs, metric)))
+
+
 def best_run(table: list[dict], rows: list[dict]) -> dict | None:
     """The best configuration's run with the highest validation accuracy."""
     ranked = [e for e in table if e["ranked"]]
@@ -143,7 +173,8 @@ def write_report(out: str | Path, run_ids: list[str] | None = None) -> dict[str,
 def _markdown(rep: dict, images: dict[str, list[tuple[str, str]]], created: str) -> str:
     parts = [f"# mlplab report\n\n{rep['runs']} runs on {', '.join(rep['devices'])}, {created}.\n",
              "## Comparison\n", markdown_table(rep["rows"]), f"\n{FOOTER}\n"]
-    titles = {"curves": "Learning curves", "overlays": "Overlays", "params": "Accuracy vs size",
+    titles = {"search": "Search: successive halving",
+              "curves": "Learning curves", "overlays": "Overlays", "params": "Accuracy vs size",
               "confusion": "Best model: confusion matrix", "gallery": "Best model: misclassified digits",
               "augmented": "Augmentation: what the network saw"}
     for section, title in titles.items():
