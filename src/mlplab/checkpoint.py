@@ -5,6 +5,8 @@ every `every` seconds, atomically (temporary file + rename), as safetensors + a 
 pickle). A rerun after Ctrl-C, kill -9, a full disk or a lost Dask worker resumes the group from
 it; the driver deletes it once the group's runs are committed.
 
+The state itself (`snapshot`, `resume`) is here too: what a checkpoint holds is its format.
+
 One file per group: OUT/checkpoints/<key>.safetensors, the key being a hash of the members' run
 ids in order (the same group planned again finds it, on whatever device it resumes).
 """
@@ -21,6 +23,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from .model import StackedMLP
+from .optim import make_optimizer
 from .store import write_bytes_atomic
 
 
@@ -86,3 +90,48 @@ def remove(folder: str | Path, run_ids: list[str]) -> None:
         Path(folder).rmdir()
     except OSError:
         pass  # other groups' checkpoints are still there, or it never existed
+
+
+# --- what a checkpoint holds: the whole state of a group at the end of an epoch ---------------
+def snapshot(model, opt, active, epoch, ids, orders, results) -> tuple[dict, dict]:
+    """(tensors, JSON-able meta) of the whole group state at the end of `epoch`."""
+    tensors = {f"model.{n}": getattr(model, n) for n in model.state_names()}
+    tensors["opt.t"] = opt.t
+    tensors.update({f"opt.{slot}.{i}": t for slot, ts in opt.state.items() for i, t in enumerate(ts)})
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if model.w0.is_cuda:
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.w0.device)
+    for j, (g, r) in enumerate(zip(orders, results, strict=True)):
+        tensors[f"order.{j}"] = g.get_state()
+        tensors.update({f"member.{j}.{n}": t for n, t in r.state.items()})
+    meta = {"run_ids": ids, "epoch": epoch, "active": active, "members": [
+        {"history": r.history, "status": r.status, "best_epoch": r.best_epoch,
+         "best_val_loss": r.best_val_loss, "bad_epochs": r.bad_epochs,
+         "train_seconds": r.train_seconds} for r in results]}
+    return tensors, meta
+
+
+def resume(saved, cfgs, device, orders, results):
+    """The group as `snapshot` saved it: (model, optimizer, active positions, next epoch)."""
+    tensors, meta = saved
+    active = meta["active"]
+    running = [cfgs[j] for j in active]
+    model = StackedMLP(running, device)  # parameters in their usual order: the optimizer's slots
+    opt = make_optimizer(list(model.parameters()), running)
+    with torch.no_grad():
+        for n in model.state_names():
+            getattr(model, n).copy_(tensors[f"model.{n}"])
+        opt.t.copy_(tensors["opt.t"])
+        for slot, ts in opt.state.items():
+            for i, t in enumerate(ts):
+                t.copy_(tensors[f"opt.{slot}.{i}"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    for j, (g, r, m) in enumerate(zip(orders, results, meta["members"], strict=True)):
+        g.set_state(tensors[f"order.{j}"])
+        for key in ("history", "status", "best_epoch", "best_val_loss", "bad_epochs", "train_seconds"):
+            setattr(r, key, m[key])
+        prefix = f"member.{j}."
+        r.state = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
+    return model, opt, active, meta["epoch"] + 1

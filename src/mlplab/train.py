@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, resume, snapshot
 from .config import RunConfig
 from .data import Splits
 from .errors import UserError
@@ -127,7 +127,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
     ids = [c.run_id for c in cfgs]
     saved = checkpoint.load(ids) if checkpoint else None
     if saved:  # go on exactly where the last checkpoint left this group
-        model, opt, active, first = _resume(saved, cfgs, device, orders, results)
+        model, opt, active, first = resume(saved, cfgs, device, orders, results)
         started -= max(r.train_seconds for r in results)  # Train s counts the earlier part too
         if _prune(model, active, results, prune, first - 1):
             if not any(r.status == "running" for r in results):
@@ -186,7 +186,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
         pause = epoch == stop_at
         if checkpoint and (pause or checkpoint.due()):
             # a pause must be written (the next rung resumes from it); a periodic one may fail
-            failed = checkpoint.save(*_snapshot(model, opt, active, epoch, ids, orders, results),
+            failed = checkpoint.save(*snapshot(model, opt, active, epoch, ids, orders, results),
                                      strict=pause)
             if failed and progress:
                 progress({"event": "log", "message": f"checkpoints off for this group: {failed}"})
@@ -209,50 +209,6 @@ def _compact_running(model, opt, active, cfgs, results):
     running = [pos for pos, j in enumerate(active) if results[j].status == "running"]
     model, opt = _compact(model, opt, running, [cfgs[active[p]] for p in running])
     return model, opt, [active[p] for p in running]
-
-
-def _snapshot(model, opt, active, epoch, ids, orders, results) -> tuple[dict, dict]:
-    """(tensors, JSON-able meta) of the whole group state at the end of `epoch`."""
-    tensors = {f"model.{n}": getattr(model, n) for n in model.state_names()}
-    tensors["opt.t"] = opt.t
-    tensors.update({f"opt.{slot}.{i}": t for slot, ts in opt.state.items() for i, t in enumerate(ts)})
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if model.w0.is_cuda:
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.w0.device)
-    for j, (g, r) in enumerate(zip(orders, results, strict=True)):
-        tensors[f"order.{j}"] = g.get_state()
-        tensors.update({f"member.{j}.{n}": t for n, t in r.state.items()})
-    meta = {"run_ids": ids, "epoch": epoch, "active": active, "members": [
-        {"history": r.history, "status": r.status, "best_epoch": r.best_epoch,
-         "best_val_loss": r.best_val_loss, "bad_epochs": r.bad_epochs,
-         "train_seconds": r.train_seconds} for r in results]}
-    return tensors, meta
-
-
-def _resume(saved, cfgs, device, orders, results):
-    """The group as `_snapshot` saved it: (model, optimizer, active positions, next epoch)."""
-    tensors, meta = saved
-    active = meta["active"]
-    running = [cfgs[j] for j in active]
-    model = StackedMLP(running, device)  # parameters in their usual order: the optimizer's slots
-    opt = make_optimizer(list(model.parameters()), running)
-    with torch.no_grad():
-        for n in model.state_names():
-            getattr(model, n).copy_(tensors[f"model.{n}"])
-        opt.t.copy_(tensors["opt.t"])
-        for slot, ts in opt.state.items():
-            for i, t in enumerate(ts):
-                t.copy_(tensors[f"opt.{slot}.{i}"])
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    for j, (g, r, m) in enumerate(zip(orders, results, meta["members"], strict=True)):
-        g.set_state(tensors[f"order.{j}"])
-        for key in ("history", "status", "best_epoch", "best_val_loss", "bad_epochs", "train_seconds"):
-            setattr(r, key, m[key])
-        prefix = f"member.{j}."
-        r.state = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
-    return model, opt, active, meta["epoch"] + 1
 
 
 def dropout_seed(seeds: list[int]) -> int:
