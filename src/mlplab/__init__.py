@@ -11,10 +11,22 @@ restores torch's global RNG state, thread count and TF32 flags when it returns.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .api import Results, Run, load, run
 from .config import RunConfig
 from .errors import UserError
 from .suite import Suite
+
+_API = ("Results", "Run", "load", "run")
+
+
+def __getattr__(name: str):
+    """The training API is imported on first use: building and validating a Suite or a RunConfig
+    never imports torch (fast, and possible where torch is not wanted)."""
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mlplab' has no attribute {name!r}")
+
 
 try:
     __version__ = version("mlplab")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Literal
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -25,8 +27,10 @@ from pydantic import (
 
 from .errors import UserError
 
-# Names are checked here (not imported from model/optim) so that config stays import-light;
-# tests assert these lists equal the registries' keys.
+# Names are checked here (not imported from model/optim/data) so that validating a config never
+# imports torch; tests assert these lists equal the registries' keys.
+DATASET_NAMES = ("mnist", "fashion-mnist")
+NORM_NAMES = ("none", "batch", "layer")
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "elu", "selu", "leaky_relu", "silu", "linear")
 INITIALIZER_NAMES = (
     "random_normal", "random_uniform", "glorot_uniform", "glorot_normal",
@@ -79,10 +83,16 @@ class RunConfig(Frozen):
     # model
     architecture: str = "784-512-256-10"
     activation: str = "relu"
+    # the norm layer of every hidden block: none, batch (BatchNorm) or layer (LayerNorm);
+    # batch_norm = true/false and bn_position are synonyms of norm = "batch"/"none" and
+    # norm_position, kept in step with them (older suites and stored runs use them)
+    norm: Literal["none", "batch", "layer"] = "none"
+    norm_position: Literal["before", "after"] = "after"  # relative to the activation
     batch_norm: StrictBool = False  # true/false only: "yes" or 1 are typos, not settings
-    bn_position: Literal["before", "after"] = "after"  # relative to the activation
+    bn_position: Literal["before", "after"] = "after"
     bn_momentum: float = Field(0.99, gt=0, lt=1)  # Keras convention: moving = m*moving + (1-m)*batch
-    bn_epsilon: float = Field(1e-3, gt=0)
+    bn_epsilon: float = Field(1e-3, gt=0)  # the norm layer's epsilon (batch or layer; Keras' 1e-3)
+    residual: StrictBool = False  # identity skip around every hidden block of equal widths
     dropout: float = Field(0.0, ge=0, lt=1)
     init: str | None = None  # hidden layers; None: chosen by activation (DEFAULT_INIT, else glorot_uniform)
     # random_normal/uniform scale; a list gives one per dense layer (the output layer's entry is used
@@ -122,6 +132,33 @@ class RunConfig(Frozen):
     restore_best: StrictBool = True
     seed: int = Field(0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _synonyms(cls, data: Any) -> Any:
+        """norm <-> batch_norm and norm_position <-> bn_position: one meaning, both spellings
+        filled in; a contradiction is an error, not a guess."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        bn, norm = data.get("batch_norm"), data.get("norm")
+        if isinstance(bn, bool):  # anything else: StrictBool says what is wrong
+            if norm is None:
+                norm = "batch" if bn else "none"
+            elif bn != (norm == "batch"):
+                raise ValueError(f"batch_norm = {str(bn).lower()} contradicts norm = {norm!r}; "
+                                 "set norm alone (none, batch or layer)")
+        if norm is not None:
+            data["norm"] = norm
+            if isinstance(norm, str) and isinstance(bn, bool | None):
+                data["batch_norm"] = norm == "batch"
+        pos, bpos = data.get("norm_position"), data.get("bn_position")
+        if pos is not None and bpos is not None and pos != bpos:
+            raise ValueError(f"bn_position = {bpos!r} contradicts norm_position = {pos!r}; set "
+                             "norm_position alone")
+        if pos is not None or bpos is not None:
+            data["norm_position"] = data["bn_position"] = pos if pos is not None else bpos
+        return data
+
     @field_validator("architecture")
     @classmethod
     def _arch(cls, v: str) -> str:
@@ -156,17 +193,29 @@ class RunConfig(Frozen):
             raise ValueError("init_stddev must be a positive number or a non-empty list of them")
         return v
 
-    @model_validator(mode="after")
-    def _dataset(self) -> RunConfig:
-        from .data import check_dataset_name  # late import: data imports config
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        return check_dataset_name(v)
 
-        check_dataset_name(self.dataset)
+    @model_validator(mode="after")
+    def _residual(self) -> RunConfig:
+        if self.residual and not self.residual_blocks():
+            raise ValueError(
+                f"residual = true needs a hidden layer as wide as its input (an identity skip "
+                f"adds the two), and {self.architecture} has none; e.g. 784-512-512-512-10 "
+                "(skips around the 2nd and 3rd hidden layers)")
         return self
 
     # derived values -------------------------------------------------------------------------
     @property
     def widths(self) -> tuple[int, ...]:
         return parse_architecture(self.architecture)
+
+    def residual_blocks(self) -> list[int]:
+        """Hidden blocks (0-based) whose input and output widths match: where a skip can go."""
+        w = self.widths
+        return [i for i in range(len(w) - 2) if w[i] == w[i + 1]]
 
     @property
     def init_name(self) -> str:
@@ -198,6 +247,15 @@ class RunConfig(Frozen):
         values.pop("output_init", None)
         if self.output_init != self.init_name:
             values["output_init"] = self.output_init
+        # Before `norm` existed, batch_norm/bn_position said it all: ids keep that spelling, and
+        # name norm/norm_position only for what they alone can say (layer norm)
+        values.pop("norm", None)
+        values.pop("norm_position", None)
+        if self.norm == "layer":
+            values["norm"] = "layer"
+            values.pop("bn_position", None)
+            if self.norm_position != "after":
+                values["norm_position"] = self.norm_position
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -205,20 +263,81 @@ class RunConfig(Frozen):
         """Members with equal keys train as one fused group: same shapes, same code path.
         Everything else (seed, lr, weight decay, dropout rate, init, epochs, patience) may differ:
         a member with dropout 0 draws masks of ones, so it trains exactly as it would alone."""
-        return (self.dataset, self.validation, self.val_size, self.train_size, self.widths,
-                self.activation, self.batch_norm, self.bn_position, self.bn_momentum,
-                self.bn_epsilon, self.optimizer, self.batch_size, self.precision,
-                self.label_smoothing, self.input_norm, self.augmentation)
+        return astuple(self.group_settings())
+
+    def group_settings(self) -> GroupSettings:
+        return GroupSettings(
+            self.dataset, self.validation, self.val_size, self.train_size, self.widths,
+            self.activation, self.norm, self.norm_position, self.residual, self.bn_momentum,
+            self.bn_epsilon, self.optimizer, self.batch_size, self.precision,
+            self.label_smoothing, self.input_norm, self.augmentation)
 
     @property
-    def augmentation(self) -> tuple[float, ...]:
-        """(shift, rotate, scale, shear, elastic alpha, elastic sigma); all zero alpha = off."""
-        return (self.aug_shift, self.aug_rotate, self.aug_scale, self.aug_shear,
-                self.aug_elastic_alpha, self.aug_elastic_sigma if self.aug_elastic_alpha else 0.0)
+    def augmentation(self) -> Augmentation:
+        """The augmentation settings by name (elastic sigma counts only with an alpha)."""
+        return Augmentation(self.aug_shift, self.aug_rotate, self.aug_scale, self.aug_shear,
+                            self.aug_elastic_alpha,
+                            self.aug_elastic_sigma if self.aug_elastic_alpha else 0.0)
 
     @property
     def augments(self) -> bool:
-        return any(self.augmentation[:5])
+        return self.augmentation.on
+
+
+class Augmentation(NamedTuple):
+    """On-device augmentation: maximum shift (pixels), rotation and shear (degrees), relative
+    zoom, elastic distortion strength and smoothness (pixels)."""
+
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 0.0
+
+    @property
+    def on(self) -> bool:
+        return any((self.shift, self.rotate, self.scale, self.shear, self.elastic_alpha))
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """What every member of a fused group shares (its shapes and code path), read in one place:
+    `group_settings(cfgs)`. Two runs train fused exactly when these are equal."""
+
+    dataset: str
+    validation: str
+    val_size: int
+    train_size: int | None
+    widths: tuple[int, ...]
+    activation: str
+    norm: str
+    norm_position: str
+    residual: bool
+    bn_momentum: float
+    bn_epsilon: float
+    optimizer: str
+    batch_size: int
+    precision: str
+    label_smoothing: float
+    input_norm: str
+    augmentation: Augmentation
+
+
+def group_settings(cfgs: list[RunConfig]) -> GroupSettings:
+    """The settings a group's members share; a ValueError when they do not share them."""
+    first = cfgs[0].group_settings()
+    if any(c.group_settings() != first for c in cfgs[1:]):
+        raise ValueError("members of a group must share shapes and code path (group_key)")
+    return first
+
+
+def check_dataset_name(name: str) -> str:
+    """A registered name, or a path to an IDX folder or .npz (checked when loaded)."""
+    if name in DATASET_NAMES or "/" in name or name.endswith(".npz") or Path(name).exists():
+        return name
+    raise ValueError(f"dataset {name!r} is not one of: {', '.join(DATASET_NAMES)}, "
+                     "or a path to a folder of IDX files or an .npz file")
 
 
 def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import check_dataset_name  # noqa: F401  (re-exported; config stays torch-free)
 from .errors import UserError
 from .sources import (
     FILES,
@@ -85,14 +86,6 @@ DATASETS: dict[str, DatasetSpec] = {
                  "Sneaker", "Bag", "Ankle boot"),
     ),
 }
-
-
-def check_dataset_name(name: str) -> str:
-    """A registered name, or a path to an IDX folder or .npz (checked when loaded)."""
-    if name in DATASETS or "/" in name or name.endswith(".npz") or Path(name).exists():
-        return name
-    raise ValueError(f"dataset {name!r} is not one of: {', '.join(DATASETS)}, "
-                     "or a path to a folder of IDX files or an .npz file")
 
 
 def _arrays(files: dict[str, bytes], what: str) -> tuple[np.ndarray, ...]:

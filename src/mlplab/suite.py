@@ -267,10 +267,13 @@ def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | Non
     if epochs is not None:
         if epochs <= 0:
             raise UserError(f"--epochs must be a positive count, got {epochs}")
-        gridded = [e.name for e in suite.experiments if "epochs" in {**suite.grid, **e.grid, **suite.space}]
+        gridded = [e.name for e in suite.experiments if "epochs" in {**suite.grid, **e.grid}]
         if gridded:  # the grid's values would win: say so rather than ignore the option
-            raise UserError(f"--epochs: the grid or [space] of {gridded[0]!r} sets epochs itself; change the "
+            raise UserError(f"--epochs: the grid of {gridded[0]!r} sets epochs itself; change the "
                             "suite's grid instead")
+        if "epochs" in suite.space:
+            raise UserError("--epochs: the suite's [space] samples epochs itself; change the space "
+                            "instead")
         update["defaults"] = {**suite.defaults, "epochs": epochs}
         update["experiments"] = [
             e.model_copy(update={"settings": {**e.settings, "epochs": epochs}}) for e in suite.experiments
