@@ -27,13 +27,13 @@ def _com(x):
 
 def test_zero_augmentation_is_the_identity(mnist):
     x = mnist.x_test[:64].float() / 255
-    torch.testing.assert_close(augment(x, RunConfig()), x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(augment(x, RunConfig().augmentation), x, rtol=0, atol=1e-5)
 
 
 def test_shift_statistics_and_mass(mnist):
     torch.manual_seed(0)
     x = mnist.x_test[:2000].float() / 255
-    y = augment(x, RunConfig(aug_shift=3.0))
+    y = augment(x, RunConfig(aug_shift=3.0).augmentation)
     (cy0, cx0), (cy1, cx1) = _com(x), _com(y)
     dx, dy = cx1 - cx0, cy1 - cy0
     # uniform in [-3, 3] pixels per axis: mean 0, std 3 / sqrt(3)
@@ -49,7 +49,7 @@ def test_rotation_scale_shear_and_elastic_change_images_but_keep_digits(mnist):
     x = mnist.x_test[:500].float() / 255
     for cfg in (RunConfig(aug_rotate=15), RunConfig(aug_scale=0.15), RunConfig(aug_shear=15),
                 RunConfig(aug_elastic_alpha=34, aug_elastic_sigma=4)):
-        y = augment(x, cfg)
+        y = augment(x, cfg.augmentation)
         assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1.0001
         cos = (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1))
         assert 0.5 < cos.mean().item() < 0.995  # changed, still the same digit

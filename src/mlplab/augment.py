@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig
+from .config import Augmentation
 
 
 def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
@@ -24,12 +24,12 @@ def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
     return k / k.sum()
 
 
-def augment(x: torch.Tensor, cfg: RunConfig, side: int = 28) -> torch.Tensor:
+def augment(x: torch.Tensor, aug: Augmentation, side: int = 28) -> torch.Tensor:
     """x [..., side*side] float images -> same shape, each sample transformed independently."""
     shape = x.shape
     imgs = x.reshape(-1, 1, side, side)
     n, dev = imgs.shape[0], x.device
-    shift, rotate, zoom, shear, alpha, sigma = cfg.augmentation
+    shift, rotate, zoom, shear, alpha, sigma = aug
 
     def uniform(limit: float) -> torch.Tensor:
         return (torch.rand(n, device=dev) * 2 - 1) * limit

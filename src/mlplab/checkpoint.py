@@ -95,12 +95,12 @@ def remove(folder: str | Path, run_ids: list[str]) -> None:
 # --- what a checkpoint holds: the whole state of a group at the end of an epoch ---------------
 def snapshot(model, opt, active, epoch, ids, orders, results) -> tuple[dict, dict]:
     """(tensors, JSON-able meta) of the whole group state at the end of `epoch`."""
-    tensors = {f"model.{n}": getattr(model, n) for n in model.state_names()}
+    tensors = {f"model.{n}": t for n, t in model.state().items()}
     tensors["opt.t"] = opt.t
     tensors.update({f"opt.{slot}.{i}": t for slot, ts in opt.state.items() for i, t in enumerate(ts)})
     tensors["rng.cpu"] = torch.get_rng_state()
-    if model.w0.is_cuda:
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.w0.device)
+    if model.device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.device)
     for j, (g, r) in enumerate(zip(orders, results, strict=True)):
         tensors[f"order.{j}"] = g.get_state()
         tensors.update({f"member.{j}.{n}": t for n, t in r.state.items()})
@@ -119,8 +119,8 @@ def resume(saved, cfgs, device, orders, results):
     model = StackedMLP(running, device)  # parameters in their usual order: the optimizer's slots
     opt = make_optimizer(list(model.parameters()), running)
     with torch.no_grad():
-        for n in model.state_names():
-            getattr(model, n).copy_(tensors[f"model.{n}"])
+        for n, t in model.state().items():
+            t.copy_(tensors[f"model.{n}"])
         opt.t.copy_(tensors["opt.t"])
         for slot, ts in opt.state.items():
             for i, t in enumerate(ts):

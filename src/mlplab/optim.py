@@ -6,8 +6,9 @@ capture in a CUDA graph), and never allocates Python-side state per step.
 
 Speed: SGD and Adam(W) run torch's fused multi-tensor kernels (one pass over each tensor instead
 of ~10 elementwise passes). Members with identical hyperparameters share one call over a slice
-of the stacked tensors; each distinct setting is one more call. `_update` is the plain-tensor
-formula, kept for RMSprop and as the readable definition.
+of the stacked tensors; each distinct setting is one more call. Those kernels are private torch
+API, so they are used only behind a check (kernels.py); `_update` is the plain-tensor formula:
+the fallback, RMSprop's only path, and the readable definition.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 
 import torch
 
+from . import kernels
 from .config import RunConfig
 
 # Learning-rate schedules by name: (config, epoch after warm-up, epochs after warm-up) -> factor.
@@ -49,7 +51,8 @@ class Stacked:
     fields: tuple[str, ...] = ("lr", "weight_decay")
     slots: tuple[str, ...] = ()
 
-    fused: bool = False
+    fused: bool = False  # may use a fused kernel: `kernel` (kernels.PRIVATE), where it works
+    kernel: str = ""
 
     def __init__(self, params: list[torch.Tensor], cfgs: list[RunConfig]):
         device = params[0].device
@@ -90,21 +93,22 @@ class Stacked:
         is only updated once nothing later in the backward reads it."""
         which = list(which)
         params = [self.params[j] for j in which]
-        if not self.fused:
+        kernel = kernels.private(self.kernel) if self.fused else None
+        if kernel is None:  # the public formula
             for j, p, g in zip(which, params, grads, strict=True):
                 self._update(j, p, g)
             return
         state = {s: [ts[j] for j in which] for s, ts in self.state.items()}
         if len(self.buckets) == 1:  # the common case: one call on the whole tensors
             _, _, hp, lr = self.buckets[0]
-            self._fused(params, list(grads), state, hp, lr)
+            self._fused(kernel, params, list(grads), state, hp, lr)
             return
         for start, stop, hp, lr in self.buckets:
             part = slice(start, stop)  # views of the stacked tensors, no copies
-            self._fused([p[part] for p in params], [g[part] for g in grads],
+            self._fused(kernel, [p[part] for p in params], [g[part] for g in grads],
                         {s: [t[part] for t in ts] for s, ts in state.items()}, hp, lr)
 
-    def _fused(self, params, grads, state, hp, lr) -> None:
+    def _fused(self, kernel, params, grads, state, hp, lr) -> None:
         raise NotImplementedError
 
     def _update(self, i: int, p: torch.Tensor, g: torch.Tensor) -> None:
@@ -128,11 +132,11 @@ class SGD(Stacked):
     fields = ("lr", "weight_decay", "momentum")
     slots = ("buf",)
     use_momentum, nesterov = False, False
-    fused = True
+    fused, kernel = True, "fused_sgd"
 
-    def _fused(self, params, grads, state, hp, lr):
+    def _fused(self, kernel, params, grads, state, hp, lr):
         mu = hp["momentum"] if self.use_momentum else 0.0
-        torch._fused_sgd_(params, grads, state["buf"] if mu > 0 else [],  # kernel's rule
+        kernel(params, grads, state["buf"] if mu > 0 else [],  # kernel's rule
                           weight_decay=hp["weight_decay"], momentum=mu, lr=lr,
                           dampening=0.0, nesterov=self.nesterov and mu > 0, maximize=False,
                           is_first_step=False)  # zero buffers: the first step gives buf = g
@@ -160,10 +164,9 @@ class Adam(Stacked):
     fields = ("lr", "weight_decay", "beta1", "beta2", "eps")
     slots = ("m", "v")
     decoupled = False
-    fused = True
+    fused, kernel = True, "fused_adam"
 
-    def _fused(self, params, grads, state, hp, lr):
-        kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+    def _fused(self, kernel, params, grads, state, hp, lr):
         kernel(params, grads, state["m"], state["v"], [], [self.t] * len(params), lr=lr,
                beta1=hp["beta1"], beta2=hp["beta2"], weight_decay=hp["weight_decay"],
                eps=hp["eps"], amsgrad=False, maximize=False)
@@ -186,6 +189,7 @@ class AdamW(Adam):
     """torch.optim.AdamW: weight decay decoupled from the gradient."""
 
     decoupled = True
+    kernel = "fused_adamw"
 
 
 class RMSprop(Stacked):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .augment import augment
-from .config import RunConfig
+from .config import RunConfig, group_settings
 from .evaluate import as_input
 from .model import StackedMLP, max_norm_
 
@@ -44,7 +44,7 @@ class Step:
         self.grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
         self.grad_list = list(self.grads.values())  # parameters() order, as the optimizer's
         self.index = {name: j for j, name in enumerate(self.grads)}
-        self.cfg = cfgs[0]  # group-wide settings: augmentation, label smoothing
+        self.group = group_settings(cfgs)  # shared: augmentation, label smoothing
         limits = [c.max_norm or math.inf for c in cfgs]
         self.max_norm = (torch.tensor(limits, device=x.device).view(-1, 1, 1)
                          if any(math.isfinite(v) for v in limits) else None)
@@ -56,12 +56,12 @@ class Step:
         k, b = idx.shape
         # index_select copies whole rows (5x faster than advanced indexing on CPU)
         xb = as_input(self.x.index_select(0, idx.reshape(-1)).view(k, b, -1))  # [K, b, in]
-        if self.cfg.augments:
-            xb = augment(xb, self.cfg)  # per sample; labels untouched
+        if self.group.augmentation.on:
+            xb = augment(xb, self.group.augmentation)  # per sample; labels untouched
         yb = self.y[idx]  # [K, b]
         tape: list = []
         z = self.model(xb, tape)
-        loss, dz = loss_and_grad(z, yb, self.cfg.label_smoothing)
+        loss, dz = loss_and_grad(z, yb, self.group.label_smoothing)
         self.loss_sum.add_(loss, alpha=b)
         self.correct += (z.argmax(-1) == yb).sum(1)
         self.opt.begin()

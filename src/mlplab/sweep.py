@@ -131,7 +131,8 @@ def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints, stop_at=None
             with guest(torch.device("cpu")):
                 torch.manual_seed(r.cfg.seed)
                 x = splits.x_train[:12].float().repeat(3, 1) / 255
-                extra["augmented"] = {"images": (augment(x, r.cfg) * 255).round().to(torch.uint8),
+                seen = augment(x, r.cfg.augmentation)
+                extra["augmented"] = {"images": (seen * 255).round().to(torch.uint8),
                                       "labels": splits.y_train[:12].repeat(3)}
         out.append(Trained(r.cfg, r.history, m, r.state, extra))
     return out

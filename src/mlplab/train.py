@@ -116,8 +116,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
     model = StackedMLP(cfgs, device)
     if model.standardize:  # the training split's pixel statistics, in x/255 units
         pixels = data.x_train.float() / 255
-        model.in_mean.fill_(float(pixels.mean()))
-        model.in_std.fill_(float(pixels.std()))
+        model.set_input_stats(float(pixels.mean()), float(pixels.std()))
     opt = make_optimizer(list(model.parameters()), cfgs)
     active = list(range(len(cfgs)))  # the member (index into cfgs) at each model position
     orders = [torch.Generator().manual_seed(c.seed ^ DATA_ORDER_SALT) for c in cfgs]
