@@ -2,7 +2,7 @@
 (`--cluster tcp://HOST:8786`) or a local cluster of worker processes on 127.0.0.1
 (`--workers N`).
 
-Each group is one task (`sweep.train_and_evaluate`); results stream back as groups finish and
+Each group is one task (`work.train_and_evaluate`); results stream back as groups finish and
 the driver commits them, so the driver stays the store's only writer. Groups that want a GPU
 (`--device cuda`) ask for the Dask resource `GPU=1` and so run only on workers started with
 `--resources GPU=1`; other groups run anywhere. A worker that dies mid-group has its task
@@ -108,7 +108,7 @@ def run_groups(numbered, device: str, data_dir: str | None, *, cluster: str | No
     plan's number of groups (for progress)."""
     from distributed import as_completed
 
-    from .sweep import train_and_evaluate
+    from .work import train_and_evaluate
 
     emit = progress or (lambda e: None)
     own = client is None

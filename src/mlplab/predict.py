@@ -221,8 +221,8 @@ def reproduce(folder: Path, out: str | Path, device: str = "auto") -> dict:
     the same members when they are all stored in OUT (identical on the same device), else alone
     (equal within TOLERANCE). Returns the stored and new metrics and their differences."""
     from . import data as data_mod
-    from .sweep import final_metrics
     from .train import resolve_device, train_group
+    from .work import final_metrics
 
     run = store.read_run(folder)
     cfg, stored = run["config"], run["metrics"]

@@ -10,18 +10,14 @@ from pathlib import Path
 
 import torch
 
-from . import data as data_mod
 from . import halving, store
-from .augment import augment
-from .checkpoint import Checkpointer
 from .checkpoint import remove as remove_checkpoint
 from .config import RunConfig
-from .evaluate import logits, test_metrics
 from .lock import own
-from .model import StackedMLP
 from .suite import Suite
 from .summary import param_counts
-from .train import MemberResult, guest, resolve_device, train_group
+from .train import resolve_device
+from .work import Trained, check_data, train_and_evaluate  # noqa: F401  (re-exported)
 
 MAX_GROUP = 64  # members per fused group: bounds memory; more groups run one after another
 CHECKPOINT_EVERY = 60.0  # seconds between a group's epoch checkpoints
@@ -44,114 +40,6 @@ def plan(cells: list[RunConfig], max_group: int = MAX_GROUP) -> list[Group]:
         by_key.setdefault(c.group_key(), []).append(c)
     return [Group(tuple(cs[i:i + max_group])) for cs in by_key.values()
             for i in range(0, len(cs), max_group)]
-
-
-GALLERY = 36  # misclassified test digits kept per run, for the report
-
-
-def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classes: int,
-                  device: torch.device) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
-    """Test metrics of each member's final weights (with the summary fields of results.csv),
-    and each member's first misclassified test digits (images, labels, predictions)."""
-    model = StackedMLP([r.cfg for r in results], device)
-    for i, r in enumerate(results):
-        model.load_member_state(i, r.state)
-    z = logits(model, splits.x_test.to(device)).cpu()
-    out, galleries = [], []
-    for i, r in enumerate(results):
-        pred = z[i].argmax(-1)
-        wrong = (pred != splits.y_test).nonzero().flatten()[:GALLERY]
-        galleries.append({"images": splits.x_test[wrong].contiguous(),
-                          "labels": splits.y_test[wrong].contiguous(), "preds": pred[wrong]})
-        chosen = r.history[r.best_epoch - 1] if (
-            r.cfg.patience and r.cfg.restore_best and r.best_epoch) else r.history[-1]
-        total, trainable, frozen = param_counts(r.cfg)
-        out.append({
-            "run_id": r.cfg.run_id, "experiment": r.cfg.name, "architecture": "-".join(
-                map(str, r.cfg.widths)), "params": total, "trainable_params": trainable,
-            "seed": r.cfg.seed, "epochs_run": r.epochs_run, "best_epoch": r.best_epoch,
-            "val_loss": chosen["val_loss"], "val_acc": chosen["val_acc"],
-            **test_metrics(z[i], splits.y_test, n_classes),
-            "train_seconds": round(r.train_seconds, 3), "status": r.status, "device": str(device),
-            "group": [m.cfg.run_id for m in results],  # who it trained with: reproduce needs it
-        })
-    return out, galleries
-
-
-@dataclass
-class Trained:
-    """One member's outcome, ready for the store (what a worker sends back to the driver)."""
-
-    cfg: RunConfig
-    history: list[dict]
-    metrics: dict
-    state: dict[str, torch.Tensor]
-    extra: dict[str, dict[str, torch.Tensor]]  # more safetensors files for the run folder
-
-
-_DATASETS: dict[tuple, data_mod.Dataset] = {}  # per process: a worker loads each dataset once
-
-
-def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None,
-                       progress: Callable[[dict], None] | None = None,
-                       threads: int | None = None,
-                       checkpoints: tuple[str, float] | None = None, *,
-                       stop_at: int | None = None,
-                       prune: dict[str, int] | None = None) -> list[Trained] | halving.Paused:
-    """Train one group and evaluate its members: the unit of work, in-process or on a worker.
-    threads: torch CPU threads for this call (a cluster run matches the driver's, so that a
-    run trains to the same numbers wherever it lands). checkpoints: (folder, seconds between
-    them): the group saves its state there and resumes from it. stop_at / prune: successive
-    halving (see `train_group`); a group paused at its rung returns `halving.Paused`."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _train_and_evaluate(cfgs, resolve_device(device), data_dir, progress, checkpoints,
-                                   stop_at, prune)
-    finally:
-        torch.set_num_threads(before)  # a guest in the caller's process
-
-
-def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints, stop_at=None, prune=None):
-    first = cfgs[0]
-    ds = dataset(first.dataset, data_dir, progress)
-    splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
-    ckpt = None if checkpoints is None else Checkpointer.for_group(
-        checkpoints[0], [c.run_id for c in cfgs], checkpoints[1])
-    results = train_group(list(cfgs), splits, dev, progress=progress, checkpoint=ckpt,
-                          stop_at=stop_at, prune=prune)
-    if any(r.status == "running" for r in results):  # paused at a rung: nothing to evaluate yet
-        return halving.Paused([(r.cfg.run_id, r.history, r.status) for r in results])
-    metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
-    out = []
-    for r, m, g in zip(results, metrics, galleries, strict=True):
-        extra = {"errors": g}
-        if r.cfg.augments:  # what the network saw: for the report's picture
-            with guest(torch.device("cpu")):
-                torch.manual_seed(r.cfg.seed)
-                x = splits.x_train[:12].float().repeat(3, 1) / 255
-                seen = augment(x, r.cfg.augmentation)
-                extra["augmented"] = {"images": (seen * 255).round().to(torch.uint8),
-                                      "labels": splits.y_train[:12].repeat(3)}
-        out.append(Trained(r.cfg, r.history, m, r.state, extra))
-    return out
-
-
-def dataset(name: str, data_dir: str | None, progress=None) -> data_mod.Dataset:
-    """A dataset, loaded once per process (a worker keeps it for every group it trains)."""
-    key = (name, data_dir)
-    if key not in _DATASETS:
-        log = (lambda s: progress({"event": "log", "message": s})) if progress else (lambda s: None)
-        _DATASETS[key] = data_mod.load(name, data_dir, log=log)
-    return _DATASETS[key]
-
-
-def check_data(cfgs: list[RunConfig], data_dir: str | None, progress=None) -> None:
-    """Every configuration's dataset loads, and its images and labels fit its architecture."""
-    for cfg in {(c.dataset, c.widths, c.name): c for c in cfgs}.values():
-        ds = dataset(cfg.dataset, data_dir, progress)
-        data_mod.check_fits(ds, cfg.widths, f"experiment {cfg.name!r}")
 
 
 def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
