@@ -2,6 +2,11 @@
 matmul floor, group throughput, and peak memory — all on the same data and device, in one run.
 
     python bench/bench.py [--device auto|cpu|cuda] [--epochs 3] [--rounds 3] [--train-size N]
+                          [--ref GIT-REF]
+
+--ref times mlplab as it was at a git ref too (a temporary worktree, put first on PYTHONPATH of
+its measurements), taking turns with the current code in every round: before/after a change of
+the engine, side by side, in one run.
 
 Each measurement runs in its own subprocess (so peak memory is that configuration's own) and
 times whole epochs: one pass over the training split plus evaluation of the 10,000 validation
@@ -17,10 +22,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -198,11 +205,15 @@ def child(args) -> None:
 
 def measure(args, runner, model, k=1) -> dict | None:
     """One measurement in a fresh process: its epoch times and peak memory (None if it failed)."""
-    cmd = [sys.executable, __file__, "--child", runner, "--model", model, "--k", str(k),
-           "--device", args.device, "--epochs", str(args.epochs), "--precision", args.precision]
+    env = dict(os.environ)
+    if runner == "mlplab-ref":  # the same measurement on the code of --ref
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.ref_src, env.get("PYTHONPATH")]))
+    cmd = [sys.executable, __file__, "--child", runner.removesuffix("-ref"), "--model", model,
+           "--k", str(k), "--device", args.device, "--epochs", str(args.epochs),
+           "--precision", args.precision]
     if args.train_size:
         cmd += ["--train-size", str(args.train_size)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         print(f"  {runner} {model} k={k}: skipped ({last})", file=sys.stderr)
@@ -237,6 +248,7 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS), help="which single models, e.g. m1")
     p.add_argument("--runners", default=",".join(RUNNERS), help="which contenders, e.g. mlplab,floor")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--ref", default=None, help="also time mlplab at this git ref, in turns")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default="m1", help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
@@ -256,26 +268,43 @@ def main() -> None:
     print(f"benchmark on {device.type} ({name}), {torch.get_num_threads()} threads, "
           f"{args.rounds} rounds of {args.epochs} epochs per measurement", file=sys.stderr)
     models, runners = args.models.split(","), args.runners.split(",")
+    worktree = None
+    if args.ref:
+        worktree = Path(tempfile.mkdtemp(prefix="mlplab-ref-"))
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.ref], check=True,
+                       capture_output=True)
+        args.ref_src = str(worktree / "src")
+        runners.append("mlplab-ref")
+    grouped_runners = ["mlplab"] + (["mlplab-ref"] if args.ref else [])
     jobs = [("single", r, m, 1) for m in models for r in runners] + [  # (table, runner, model, K)
-        ("groups", "mlplab", "m1", k) for k in groups]
+        ("groups", r, "m1", k) for k in groups for r in grouped_runners]
     raw: dict[tuple, list] = {j: [] for j in jobs}
-    for i in range(args.rounds):  # contenders take turns, so drift hits them all alike
-        print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
-        for job in jobs:
-            raw[job].append(measure(args, *job[1:]))
+    try:
+        for i in range(args.rounds):  # contenders take turns, so drift hits them all alike
+            print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
+            for job in jobs:
+                raw[job].append(measure(args, *job[1:]))
+    finally:
+        if worktree:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], capture_output=True)
     single = {m: {r: combine(raw[("single", r, m, 1)]) for r in runners} for m in models}
     grouped = {}
     for k in groups:
         r = combine(raw[("groups", "mlplab", "m1", k)])
         if r:
             grouped[k] = {**r, "model_epochs_per_s": k / r["seconds_per_epoch"]}
+        before = combine(raw.get(("groups", "mlplab-ref", "m1", k), []))
+        if r and before:
+            grouped[k]["ref"] = before
     result = {"device": device.type, "device_name": name, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "date": dt.datetime.now().isoformat(timespec="seconds"),
               "train_size": args.train_size or 50_000, "epochs": args.epochs, "rounds": args.rounds,
-              "precision": args.precision, "single": single, "groups": grouped}
+              "precision": args.precision, "single": single, "groups": grouped,
+              "ref": args.ref}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{device.type}-{dt.date.today().isoformat()}.json"
+    tag = f"-vs-{args.ref}" if args.ref else ""
+    path = out / f"{device.type}-{dt.date.today().isoformat()}{tag}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
     print(f"\nwritten: {path}", file=sys.stderr)
@@ -306,6 +335,18 @@ def markdown(r: dict) -> str:
     for k, g in r["groups"].items():
         lines.append(f"| {k} | {g['seconds_per_epoch']:.3f} | {g['model_epochs_per_s']:.2f} | "
                      f"{1000 / g['model_epochs_per_s']:.1f} | {g['peak_mb']:.0f} |")
+    if r.get("ref"):  # before/after: the current code against --ref, taken in turns
+        lines += ["", f"| measurement | mlplab at {r['ref']} s/epoch | mlplab now s/epoch | now / before |",
+                  "|---|---|---|---|"]
+        rows = [(f"{m} single", res.get("mlplab-ref"), res.get("mlplab")) for m, res in r["single"].items()]
+        rows += [(f"m1 group K={k}", g.get("ref"), g) for k, g in r["groups"].items()]
+        for what, before, now in rows:
+            if before and now:
+                lines.append(f"| {what} | {before['seconds_per_epoch']:.3f} "
+                             f"({before['spread'][0]:.2f}–{before['spread'][1]:.2f}) | "
+                             f"{now['seconds_per_epoch']:.3f} ({now['spread'][0]:.2f}–"
+                             f"{now['spread'][1]:.2f}) | "
+                             f"{now['seconds_per_epoch'] / before['seconds_per_epoch']:.3f} |")
     return "\n".join(lines)
 
 

@@ -20,6 +20,10 @@ def test_registries_match_the_names_config_validates():
     assert set(config.ACTIVATION_NAMES) == set(model.ACTIVATIONS)
     assert set(config.INITIALIZER_NAMES) == set(model.INITIALIZERS)
     assert set(config.OPTIMIZER_NAMES) == set(optim.OPTIMIZERS)
+    from mlplab import data, layers
+
+    assert set(config.DATASET_NAMES) == set(data.DATASETS)
+    assert {"none", *(k for k in layers.LAYERS if k in ("batch", "layer"))} == set(config.NORM_NAMES)
 
 
 def test_run_id_is_a_hash_of_the_config():

@@ -18,7 +18,7 @@ import math
 import torch
 
 from . import kernels
-from .config import RunConfig
+from .config import RunConfig, group_settings
 
 # Learning-rate schedules by name: (config, epoch after warm-up, epochs after warm-up) -> factor.
 SCHEDULES = {
@@ -213,4 +213,4 @@ OPTIMIZERS: dict[str, type[Stacked]] = {
 
 def make_optimizer(params: list[torch.Tensor], cfgs: list[RunConfig]) -> Stacked:
     """The stacked optimizer for a group (all members share the optimizer kind)."""
-    return OPTIMIZERS[cfgs[0].optimizer](params, cfgs)
+    return OPTIMIZERS[group_settings(cfgs).optimizer](params, cfgs)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .checkpoint import Checkpointer, resume, snapshot
-from .config import RunConfig
+from .config import RunConfig, group_settings
 from .data import Splits
 from .errors import UserError
 from .evaluate import logits, loss_acc
@@ -81,8 +81,7 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
     resumes from it. prune: run id -> the rung epoch at which that member stops (status "pruned",
     its weights as they are at the rung); it leaves the group there, the others go on unchanged."""
     device = torch.device(device)
-    if len({c.group_key() for c in cfgs}) != 1:
-        raise ValueError("train_group: members must share shapes and code path (group_key)")
+    group_settings(cfgs)  # a ValueError unless the members share shapes and code path
     if stop_at is not None and checkpoint is None:
         raise ValueError("train_group: pausing at a rung (stop_at) needs a checkpoint to resume from")
     with guest(device, tf32):
@@ -110,7 +109,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
                  prune: dict[str, int]) -> list[MemberResult]:
     graphs = device.type == "cuda" if graphs is None else graphs
     data = splits.to(device)
-    n, bsz = len(data.x_train), cfgs[0].batch_size
+    n, bsz = len(data.x_train), group_settings(cfgs).batch_size
     full, rest = divmod(n, bsz)
     torch.manual_seed(dropout_seed([c.seed for c in cfgs]))
     model = StackedMLP(cfgs, device)

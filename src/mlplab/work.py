@@ -12,7 +12,7 @@ import torch
 from . import data as data_mod
 from .augment import augment
 from .checkpoint import Checkpointer
-from .config import RunConfig
+from .config import RunConfig, group_settings
 from .evaluate import logits, test_metrics
 from .halving import Paused
 from .model import StackedMLP
@@ -87,9 +87,9 @@ def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: st
 
 
 def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints, stop_at=None, prune=None):
-    first = cfgs[0]
-    ds = dataset(first.dataset, data_dir, progress)
-    splits = data_mod.split(ds, first.validation, first.val_size, first.train_size)
+    group = group_settings(cfgs)  # what the members share: dataset, validation split, ...
+    ds = dataset(group.dataset, data_dir, progress)
+    splits = data_mod.split(ds, group.validation, group.val_size, group.train_size)
     ckpt = None if checkpoints is None else Checkpointer.for_group(
         checkpoints[0], [c.run_id for c in cfgs], checkpoints[1])
     results = train_group(list(cfgs), splits, dev, progress=progress, checkpoint=ckpt,

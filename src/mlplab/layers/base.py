@@ -70,6 +70,14 @@ class Layer(nn.Module):
         for attr in self.state:
             self.register_buffer(attr, stacked[attr])
 
+    def member_into(self, module: nn.Module, k: int, names: dict[str, str]) -> nn.Module:
+        """Copy member k's tensors into a torch.nn module: names maps the module's tensor names
+        to this layer's attributes (each [K, 1, H] -> [H])."""
+        with torch.no_grad():
+            for theirs, ours in names.items():
+                getattr(module, theirs).copy_(getattr(self, ours)[k].reshape(-1))
+        return module
+
     def leaves(self) -> list[Layer]:
         """This layer, or the layers inside it (a residual block)."""
         return [self]

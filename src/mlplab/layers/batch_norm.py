@@ -50,12 +50,8 @@ class BatchNorm(Layer):
     def export(self, k):
         bn = nn.BatchNorm1d(self.spec.width, eps=self.eps, momentum=self.momentum,
                             dtype=self.gamma.dtype, device=self.gamma.device)
-        with torch.no_grad():
-            bn.weight.copy_(self.gamma[k, 0])
-            bn.bias.copy_(self.beta[k, 0])
-            bn.running_mean.copy_(self.mean[k, 0])
-            bn.running_var.copy_(self.var[k, 0])
-        return [bn]
+        return [self.member_into(bn, k, {"weight": "gamma", "bias": "beta", "running_mean": "mean",
+                                         "running_var": "var"})]
 
     @classmethod
     def summary(cls, spec, cfg, name):

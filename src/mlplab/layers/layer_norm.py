@@ -42,10 +42,7 @@ class LayerNorm(Layer):
     def export(self, k):
         ln = nn.LayerNorm(self.spec.width, eps=self.eps, dtype=self.gamma.dtype,
                           device=self.gamma.device)
-        with torch.no_grad():
-            ln.weight.copy_(self.gamma[k, 0])
-            ln.bias.copy_(self.beta[k, 0])
-        return [ln]
+        return [self.member_into(ln, k, {"weight": "gamma", "bias": "beta"})]
 
     @classmethod
     def summary(cls, spec, cfg, name):
