@@ -186,3 +186,30 @@ def test_config_validation_never_imports_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_residual_layer_norm_member_exports(tmp_path, fmt, mnist_slice):
+    """member(k) of the new options (with input standardisation first) as TorchScript and ONNX
+    gives the stacked model's logits on real digits."""
+    from mlplab.evaluate import as_input
+    from mlplab.predict import EXPORTERS
+    from mlplab.train import train_group
+
+    cfg = RunConfig(architecture="784-64-64-10", norm="layer", norm_position="before", residual=True,
+                    input_norm="standardize", dropout=0.2, epochs=1, batch_size=100)
+    res = train_group([cfg], mnist_slice)[0]
+    model = StackedMLP([cfg])
+    model.load_member_state(0, res.state)
+    model.eval()
+    x = as_input(mnist_slice.x_test[:64])
+    with torch.no_grad():
+        want = model(x.unsqueeze(0))[0]
+    path = tmp_path / f"m.{EXPORTERS[fmt][0]}"
+    EXPORTERS[fmt][1](model.member(0).eval(), 784, path)
+    if fmt == "torchscript":
+        got = torch.jit.load(str(path))(x)
+    else:
+        ort = pytest.importorskip("onnxruntime")
+        got = torch.from_numpy(ort.InferenceSession(str(path)).run(None, {"pixels": x.numpy()})[0])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -188,21 +188,21 @@ def export(folder: Path, fmt: str, dest: Path | None = None) -> Path:
     tmp = dest.with_name(f".{dest.name}.tmp")
     with warnings.catch_warnings():  # torch flags TorchScript and its ONNX path as legacy
         warnings.simplefilter("ignore", DeprecationWarning)
-        EXPORTERS[fmt][1](net, tmp)
+        EXPORTERS[fmt][1](net, model.widths[0], tmp)
     tmp.replace(dest)
     return dest
 
 
-def _torchscript(net, path: Path) -> None:
-    torch.jit.trace(net, torch.rand(2, net[0].in_features)).save(str(path))
+def _torchscript(net, n_in: int, path: Path) -> None:
+    torch.jit.trace(net, torch.rand(2, n_in)).save(str(path))
 
 
-def _onnx(net, path: Path) -> None:
+def _onnx(net, n_in: int, path: Path) -> None:
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise UserError("ONNX export needs the onnx extra: pip install 'mlplab[onnx]'") from None
-    torch.onnx.export(net, (torch.rand(2, net[0].in_features),), str(path), dynamo=False,
+    torch.onnx.export(net, (torch.rand(2, n_in),), str(path), dynamo=False,
                       input_names=["pixels"], output_names=["logits"],
                       dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}})
 
