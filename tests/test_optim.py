@@ -65,3 +65,23 @@ def test_optimizer_state_lives_on_the_params_device_and_counts_steps():
     opt.step([torch.ones(2, 3, 3)])
     assert opt.t.item() == 1 and opt.hp["lr"].shape == (2, 1, 1)
     assert all(t.device == p[0].device for t in opt.state_tensors())
+
+
+def test_a_changed_private_kernel_falls_back_to_the_public_formula(monkeypatch, mnist_slice):
+    """A private kernel whose signature moved is probed, refused, and the public formula trains
+    to the same numbers (to float rounding) as the fused kernel."""
+    from mlplab import kernels
+    from mlplab.train import train_group
+
+    cfgs = [RunConfig(architecture="784-32-10", batch_norm=True, epochs=2, batch_size=100, seed=s)
+            for s in range(2)]
+    fused = train_group(cfgs, mnist_slice)
+    monkeypatch.setattr(kernels, "_probed", {})
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, renamed_arg=None: None)  # a new signature
+    monkeypatch.setattr(torch.ops.aten, "native_batch_norm_backward", None)  # a removed op
+    assert kernels.private("fused_adam") is None and kernels.private("batch_norm_backward") is None
+    public = train_group(cfgs, mnist_slice)
+    for a, b in zip(fused, public, strict=True):
+        for ha, hb in zip(a.history, b.history, strict=True):
+            assert ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-4)
+            assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4)
