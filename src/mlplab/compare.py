@@ -97,7 +97,12 @@ def differing(table: list[dict]) -> list[str]:
     if len(table) < 2:
         return []
     keys = [k for k in table[0]["config"] if k != "architecture"]
-    return [k for k in keys if len({json.dumps(e["config"].get(k)) for e in table}) > 1]
+    keys = [k for k in keys if len({json.dumps(e["config"].get(k)) for e in table}) > 1]
+    # one meaning, two spellings (config synonyms): show one. batch_norm / bn_position say it all
+    # until a LayerNorm appears; then norm / norm_position do
+    layer = any(e["config"].get("norm") == "layer" for e in table)
+    hidden = ("batch_norm", "bn_position") if layer else ("norm", "norm_position")
+    return [k for k in keys if k not in hidden]
 
 
 def settings_text(entry: dict, keys: list[str]) -> str:
