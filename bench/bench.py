@@ -328,7 +328,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| {model} {MODELS[model]['architecture']} | {cell(m, res.get('mlplab'))} | "
                      f"{cell(e, res.get('eager'))} | {cell(k, res.get('keras'))} | "
                      f"{cell(f, res.get('floor'))} | {ratio(m, e)} | {ratio(m, k)} | "
-                     f"{(m / f if m and f else float('nan')):.2f} | "
+                     f"{f'{m / f:.2f}' if m and f else '—'} | "
                      f"{peak(res.get('mlplab'))} / {peak(res.get('eager'))} |")
     lines += ["", "| group size K (model m1) | s/epoch | model-epochs/s | ms per model-epoch | "
               "peak MB |", "|---|---|---|---|---|"]
