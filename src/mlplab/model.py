@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from .config import RunConfig, group_settings
+from .config import RunConfig
+from .group import group_settings
 from .layers import ACTIVATIONS, INITIALIZERS, LAYERS, Layer, plan  # noqa: F401  (re-exported)
 from .layers.base import walk_back
 from .layers.dense import Dense

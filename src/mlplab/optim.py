@@ -18,7 +18,8 @@ import math
 import torch
 
 from . import kernels
-from .config import RunConfig, group_settings
+from .config import RunConfig
+from .group import group_settings
 
 # Learning-rate schedules by name: (config, epoch after warm-up, epochs after warm-up) -> factor.
 SCHEDULES = {

@@ -11,8 +11,9 @@ from collections.abc import Callable
 import torch
 
 from .augment import augment
-from .config import RunConfig, group_settings
+from .config import RunConfig
 from .evaluate import as_input
+from .group import group_settings
 from .model import StackedMLP, max_norm_
 
 

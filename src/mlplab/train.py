@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import torch
 
 from .checkpoint import Checkpointer, resume, snapshot
-from .config import RunConfig, group_settings
+from .config import RunConfig
 from .data import Splits
 from .errors import UserError
 from .evaluate import logits, loss_acc
+from .group import group_settings
 from .model import StackedMLP
 from .optim import lr_scale, make_optimizer
 from .step import Step, graph_step, loss_and_grad  # noqa: F401  (loss_and_grad: re-exported)

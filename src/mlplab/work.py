@@ -12,8 +12,9 @@ import torch
 from . import data as data_mod
 from .augment import augment
 from .checkpoint import Checkpointer
-from .config import RunConfig, group_settings
+from .config import RunConfig
 from .evaluate import logits, test_metrics
+from .group import group_settings
 from .halving import Paused
 from .model import StackedMLP
 from .summary import param_counts

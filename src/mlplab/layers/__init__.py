@@ -7,7 +7,7 @@ tests/test_layers.py checks every registered kind against autograd and torch.nn.
 
 from __future__ import annotations
 
-from ..config import GroupSettings
+from ..group import GroupSettings
 from .activation import ACTIVATIONS, Activation
 from .base import Layer, Row, Spec
 from .batch_norm import BatchNorm

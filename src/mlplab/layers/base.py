@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import GroupSettings, RunConfig
+from ..config import RunConfig
+from ..group import GroupSettings
 
 
 @dataclass(frozen=True)
