@@ -122,13 +122,16 @@ def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "v
 
 
 def search_plot(by_name: dict[str, list[list[dict]]], pruned_at: dict[str, int | None],
-                rungs: list[int], metric: str = "val_acc") -> Figure:
+                rungs: list[int], metric: str = "val_acc", eta: int = 3) -> Figure:
     """Successive halving at a glance: each configuration's mean validation curve over its seeds,
-    ending where it was pruned (grey, x), the survivors in colour, the rungs as dashed lines."""
+    ending where it was pruned (grey, x), the survivors in colour, the rungs as dashed lines. The
+    epoch axis is logarithmic (base eta), so the rungs are evenly spaced; a few far-off
+    configurations (a learner that never started) are left below the axis and counted, so that
+    they do not squash the race between the others."""
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
-    for name, hs in by_name.items():
-        mean, _, _ = band(hs, metric)
+    means = {name: band(hs, metric)[0] for name, hs in by_name.items()}
+    for name, mean in means.items():
         epochs = np.arange(1, len(mean) + 1)
         if pruned_at.get(name):
             ax.plot(epochs, mean, color="0.6", linewidth=0.8, marker="o" if len(mean) == 1 else None,
@@ -136,13 +139,33 @@ def search_plot(by_name: dict[str, list[list[dict]]], pruned_at: dict[str, int |
             ax.plot(epochs[-1:], mean[-1:], "x", color="0.35", markersize=5)
         else:
             ax.plot(epochs, mean, linewidth=1.8, label=wrap(name, 34))
+    higher = metric.endswith("acc")
+    ends = np.array([m[-1] for m in means.values()])
+    every = np.concatenate(list(means.values()))
+    best = every.max() if higher else every.min()
+    q = np.quantile(ends, 0.2 if higher else 0.8)
+    edge = q - 0.25 * (best - q)  # a quarter beyond the 20% worst end points
+    off = int(((ends < edge) if higher else (ends > edge)).sum())
+    if off:
+        worst = ends.min() if higher else ends.max()
+        ax.set_ylim(*((edge, best + 0.05 * (best - edge)) if higher else (best - 0.05 * (edge - best), edge)))
+        ax.annotate(f"{off} configuration{'s' * (off > 1)} off the axis (worst {worst:.3g})",
+                    (0.01, 0.02), xycoords="axes fraction", fontsize=7, color="0.35")
     for i, r in enumerate(rungs):
         ax.axvline(r, color="0.3", linestyle="--", linewidth=0.8)
         ax.annotate(f"rung {i + 1}", (r, 1), xycoords=("data", "axes fraction"), fontsize=7,
                     xytext=(2, -10), textcoords="offset points")
     ax.plot([], [], color="0.6", marker="x", markersize=5, label="pruned (x: where it stopped)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(title=f"{metric.replace('_', ' ')} per configuration (mean over seeds)", xlabel="epoch",
+    last = max(len(m) for m in means.values())
+    if rungs and last > 2:
+        ax.set_xscale("log", base=eta)
+        ticks = sorted({1, *rungs, last})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title=f"{metric.replace('_', ' ')} per configuration (mean over seeds)",
+           xlabel="epoch" + (f" (log scale, base {eta})" if rungs and last > 2 else ""),
            ylabel=metric.replace("_", " "))
     ax.grid(alpha=0.3)
     fig.legend(loc="outside right upper", fontsize=7)

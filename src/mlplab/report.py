@@ -124,7 +124,8 @@ def _search_figure(table: list[dict], by_exp: dict, search: dict | None) -> tupl
                f"1/{search['eta'] if search else '?'} went on")
     if search:
         caption += f"; {budget_text(search)}"
-    return ("search", caption, plots.png(plots.search_plot(by_exp, pruned, rungs, metric)))
+    return ("search", caption, plots.png(plots.search_plot(by_exp, pruned, rungs, metric,
+                                                           search["eta"] if search else 3)))
 
 
 def best_run(table: list[dict], rows: list[dict]) -> dict | None:
