@@ -36,7 +36,9 @@ def list_cmd() -> None:
     for name, path in sorted(builtin_suites().items()):
         suite = load_suite(str(path))
         n, k = len(suite.runs()), len(suite.seeds)
-        table.add_row(name, f"{n} × {k} = {n * k}", escape(suite.description))
+        how = f" ({suite.search.method}{', halving' * (suite.search.method == 'random' and suite.prunes)})" \
+            if suite.search and suite.search.method != "grid" else ""
+        table.add_row(name, f"{n} × {k} = {n * k}{how}", escape(suite.description))
     console.print(table)
 
 
