@@ -212,12 +212,7 @@ class Results:
 
     def plot_search(self) -> Figure:
         """Each configuration's mean validation curve, ending where it was pruned; the rungs."""
-        table = self._comparison()
-        log = self.search()
-        rungs = [r["epoch"] for r in log["rungs"]] if log else sorted(
-            {e["pruned_at"] for e in table if e["pruned_at"]})
-        return plots.search_plot(self._by_experiment(), {e["experiment"]: e["pruned_at"] for e in table},
-                                 rungs, log["metric"] if log else "val_acc", log["eta"] if log else 3)
+        return report.search_figure(self._comparison(), self._by_experiment(), self.search())
 
     def plot_confusion(self, run: str | None = None) -> Figure:
         """The confusion matrix on the test set of `run` (default: `best()`)."""

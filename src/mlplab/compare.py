@@ -14,6 +14,7 @@ from html import escape
 from markupsafe import Markup
 
 from .config import SCALED_INITIALIZERS
+from .search import config_key
 from .stats import mean_std, welch
 
 ALPHA = 0.05
@@ -37,8 +38,7 @@ def comparison(rows: list[dict]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         cfg = json.loads(r.get("config") or "{}")
-        key = json.dumps({k: v for k, v in cfg.items() if k != "seed"}, sort_keys=True) if cfg \
-            else r["experiment"]
+        key = config_key(cfg) if cfg else r["experiment"]
         groups.setdefault(key, []).append(r)
     table = []
     for rs in groups.values():

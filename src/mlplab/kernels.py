@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 _enabled = os.environ.get("MLPLAB_PUBLIC_OPS", "") != "1"
-_probed: dict[str, bool] = {}
+_probed: dict[str, Callable | None] = {}  # name -> the kernel, or None: found and probed once
 
 
 def _probe_adam(kernel) -> None:
@@ -51,17 +51,16 @@ def private(name: str) -> Callable | None:
     """The private kernel `name`, or None: disabled, missing, or failing its probe."""
     if not _enabled:
         return None
-    find, probe = PRIVATE[name]
-    kernel = find()
-    if kernel is None:
-        return None
-    if name not in _probed:
+    if name not in _probed:  # the optimizers ask on every update: decide once
+        find, probe = PRIVATE[name]
+        kernel = find()
         try:
-            probe(kernel)
-            _probed[name] = True
+            if kernel is not None:
+                probe(kernel)
         except Exception:  # a changed signature: the public formula instead
-            _probed[name] = False
-    return kernel if _probed[name] else None
+            kernel = None
+        _probed[name] = kernel
+    return _probed[name]
 
 
 @contextlib.contextmanager

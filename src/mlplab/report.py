@@ -114,18 +114,26 @@ def budget_text(search: dict) -> str:
     return f"{spent:,} model-epochs of the {full:,} a full grid would spend ({spent / full:.0%})"
 
 
+def _rungs(table: list[dict], search: dict | None) -> list[int]:
+    """The rung epochs: from search.json, else where configurations were pruned."""
+    return [r["epoch"] for r in search["rungs"]] if search else sorted(
+        {e["pruned_at"] for e in table if e["pruned_at"]})
+
+
+def search_figure(table: list[dict], by_exp: dict, search: dict | None):
+    """The picture of a search (plots.search_plot) from the comparison and search.json."""
+    return plots.search_plot(by_exp, {e["experiment"]: e["pruned_at"] for e in table},
+                             _rungs(table, search), search["metric"] if search else "val_acc",
+                             search["eta"] if search else 3)
+
+
 def _search_figure(table: list[dict], by_exp: dict, search: dict | None) -> tuple[str, str, bytes]:
-    pruned = {e["experiment"]: e["pruned_at"] for e in table}
-    rungs = [r["epoch"] for r in search["rungs"]] if search else sorted(
-        {p for p in pruned.values() if p})
-    metric = search["metric"] if search else "val_acc"
     caption = (f"successive halving: {len(by_exp)} configurations; rungs at epoch "
-               f"{', '.join(map(str, rungs))}; at each, ranked by mean {metric} over seeds, the best "
-               f"1/{search['eta'] if search else '?'} went on")
+               f"{', '.join(map(str, _rungs(table, search)))}")
     if search:
-        caption += f"; {budget_text(search)}"
-    return ("search", caption, plots.png(plots.search_plot(by_exp, pruned, rungs, metric,
-                                                           search["eta"] if search else 3)))
+        caption += (f"; at each, ranked by mean {search['metric']} over seeds, the best "
+                    f"1/{search['eta']} went on; {budget_text(search)}")
+    return ("search", caption, plots.png(search_figure(table, by_exp, search)))
 
 
 def best_run(table: list[dict], rows: list[dict]) -> dict | None:

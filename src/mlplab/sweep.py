@@ -90,8 +90,10 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
     if suite.prunes and ckpt is None:  # a group pauses at each rung in its checkpoint
         ckpt = (str(out / "checkpoints"), math.inf)
 
+    number = {id(g): i for i, g in enumerate(groups)}  # a group keeps its number at every rung
+
     def execute(todo: list[Group], stop_at: int | None = None, prune: dict | None = None):
-        numbered = [(groups.index(g), g) for g in todo]  # a group keeps its number at every rung
+        numbered = [(number[id(g)], g) for g in todo]
         if remote:
             from .cluster import run_groups
 
