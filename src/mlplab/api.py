@@ -234,6 +234,16 @@ class Results:
         shutil.copytree(self.out, dest, dirs_exist_ok=True)
         return Results(dest, [r["run_id"] for r in self._rows], name=self.name)
 
+    def export_runs(self, to: str, dest: str | Path | None = None, *, tracking_uri: str | None = None,
+                    experiment: str | None = None) -> dict:
+        """These runs in MLflow (`to="mlflow"`: tracking_uri, experiment default to MLflow's own
+        URI and this Results' name), TensorBoard (`"tensorboard"`, dest: a folder) or a Parquet
+        table (`"parquet"`, dest: a file); runs already exported are skipped. See
+        mlplab.tracking.export_runs."""
+        from .tracking import export_runs
+
+        return export_runs(self, to, dest, tracking_uri=tracking_uri, experiment=experiment)
+
     # --- display -----------------------------------------------------------------------------
     def __repr__(self) -> str:
         return (f"<mlplab.Results {self.name!r}: {len(self._rows)} runs, "

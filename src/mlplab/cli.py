@@ -203,6 +203,25 @@ def export_cmd(run, fmt, out, dest) -> None:
     console.print(f"{fmt}: {path}")
 
 
+@cli.command("export-runs")
+@click.argument("out", type=click.Path())
+@click.argument("dest", required=False, type=click.Path())
+@click.option("--to", "to", required=True, metavar="TARGET",
+              help="mlflow, tensorboard (DEST: a folder) or parquet (DEST: a file)")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+              "MLflow's sqlite:///mlflow.db)")
+@click.option("--experiment", help="MLflow experiment name (default: OUT's name)")
+def export_runs_cmd(out, dest, to, tracking_uri, experiment) -> None:
+    """Export the runs of OUT to MLflow, TensorBoard or a Parquet table; runs already there are
+    skipped."""
+    from .api import load
+
+    done = load(out).export_runs(to, dest, tracking_uri=tracking_uri, experiment=experiment)
+    where = f"experiment {done['experiment']!r} in {done['where']}" if to == "mlflow" else done["where"]
+    console.print(f"{to}: {done['exported']} runs exported, {done['skipped']} already there; {where}",
+                  markup=False, highlight=False)
+
+
 @cli.command("reproduce")
 @click.argument("run")
 @click.option("--out", default="out", show_default=True, type=click.Path(),
