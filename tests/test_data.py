@@ -193,7 +193,7 @@ def _npz(path, x_train, y_train, x_test=None, y_test=None):
     (lambda rng: (rng.integers(0, 255, (200, 784), dtype=np.uint8), rng.integers(0, 26, 200)),
      "64", "has labels up to 25; end it with -26"),
     (lambda rng: (np.where(rng.random((200, 784)) < 0.01, np.nan, rng.random((200, 784))),
-     rng.integers(0, 10, 200)), "64", "images must be finite numbers"),
+     rng.integers(0, 10, 200)), "64", "pixels hold NaN or infinity"),
     (lambda rng: (rng.integers(0, 255, (200, 784), dtype=np.uint8), rng.random(200) * 9),
      "64", "labels must be whole numbers"),
 ])

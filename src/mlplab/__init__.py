@@ -25,6 +25,10 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
+    if name == "datasets":  # mlplab.datasets.load / inspect: imports torch, so on first use
+        import importlib
+
+        return importlib.import_module(".datasets", __name__)
     raise AttributeError(f"module 'mlplab' has no attribute {name!r}")
 
 
@@ -33,4 +37,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["Results", "Run", "RunConfig", "Suite", "UserError", "load", "run", "__version__"]
+__all__ = ["Results", "Run", "RunConfig", "Suite", "UserError", "datasets", "load", "run",
+           "__version__"]

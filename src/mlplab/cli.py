@@ -85,17 +85,21 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, che
 
 @cli.command("report")
 @click.argument("out", type=click.Path())
-def report_cmd(out) -> None:
+@click.option("--to", "to", type=click.Path(file_okay=False),
+              help="folder to write the report into (default: OUT; for a read-only OUT)")
+def report_cmd(out, to) -> None:
     """Write OUT/report.html and OUT/report.md from the run store (works on old results)."""
-    paths = _report_and_table(out, "")
-    console.print(f"report: {paths['html']}  {paths['md']}")
+    paths = _report_and_table(out, "", to)
+    console.print(f"report: {paths['html']}  {paths['md']}", markup=False, highlight=False)
+    for note in paths.get("notes", ()):
+        err_console.print(f"note: {note}", markup=False, highlight=False)
 
 
-def _report_and_table(out, what: str) -> dict:
+def _report_and_table(out, what: str, to=None) -> dict:
     """Write OUT's report and print its comparison table (both of every run in OUT)."""
     from .store import snapshot
 
-    paths = report.write_report(out)
+    paths = report.write_report(out, to=to)
     rows, _ = snapshot(out)
     _print_table(compare.comparison(rows), f"{out}: {len(rows)} runs" + (f" ({what})" if what else ""))
     return paths
@@ -107,8 +111,7 @@ def _report_and_table(out, what: str) -> dict:
 @click.option("--sort", help="column to sort by; prefix with - for descending")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 def runs(out, where, sort, fmt) -> None:
-    """Query the run store of OUT."""
-    import csv
+    """Query the run store of OUT (read-only: works on read-only media, never writes)."""
     import json
 
     from . import store
@@ -119,17 +122,20 @@ def runs(out, where, sort, fmt) -> None:
     if fmt == "json":
         print(json.dumps([{k: r[k] for k in store.COLUMNS} | {"config": json.loads(r["config"])}
                           for r in found], indent=2))
-    elif fmt == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=store.COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(found)
-    else:
+    elif fmt == "csv":  # text cells neutralised against spreadsheet formulas
+        store.write_csv(sys.stdout, found, store.COLUMNS)
+    else:  # names are data (maybe someone else's folder): no control character reaches the terminal
+        from .safetext import printable
+
+        def cell(v, f="{}"):
+            return escape(printable(f.format(v) if isinstance(v, int | float) else v))
+
         table = Table(*("run_id", "experiment", "seed", "epochs", "val_acc", "test_acc",
                         "status"), title=f"{len(found)} runs")
         for r in found:
-            table.add_row(r["run_id"], escape(r["experiment"]), str(r["seed"]),
-                          str(r["epochs_run"]), f"{r['val_acc']:.4f}", f"{r['test_acc']:.4f}",
-                          r["status"])
+            table.add_row(cell(r["run_id"]), cell(r["experiment"]), cell(r["seed"]),
+                          cell(r["epochs_run"]), cell(r["val_acc"], "{:.4f}"),
+                          cell(r["test_acc"], "{:.4f}"), cell(r["status"]))
         console.print(table)
 
 
@@ -194,13 +200,17 @@ def predict_cmd(run, images, out, top, as_json) -> None:
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
 @click.option("--out", default="out", show_default=True, type=click.Path(),
               help="results folder to look RUN up in, when RUN is a run id")
-@click.option("--to", "dest", type=click.Path(), help="file to write (default: in the run folder)")
+@click.option("--to", "dest", type=click.Path(allow_dash=True),
+              help="file to write (default: in the run folder); - for standard output")
 def export_cmd(run, fmt, out, dest) -> None:
     """Write RUN as a standalone model: float [N, 784] pixels / 255 in, logits out."""
     from . import predict as pr
 
-    path = pr.export(pr.find_run(run, out), fmt, Path(dest) if dest else None)
-    console.print(f"{fmt}: {path}")
+    path = pr.export(pr.find_run(run, out), fmt, dest if dest in (None, "-") else Path(dest))
+    if path == "-":  # the model went to stdout: the message goes to stderr
+        err_console.print(f"{fmt}: written to standard output", highlight=False)
+    else:
+        console.print(f"{fmt}: {path}", markup=False, highlight=False)
 
 
 @cli.command("export-runs")

@@ -31,6 +31,8 @@ from .group import Augmentation, GroupSettings, group_settings  # noqa: F401  (r
 # Names are checked here (not imported from model/optim/data) so that validating a config never
 # imports torch; tests assert these lists equal the registries' keys.
 DATASET_NAMES = ("mnist", "fashion-mnist")
+LAYOUT_NAMES = ("idx", "emnist", "npz", "csv", "parquet", "imagefolder")  # layouts.LAYOUTS
+DATA_SUFFIXES = (".npz", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 NORM_NAMES = ("none", "batch", "layer")
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "elu", "selu", "leaky_relu", "silu", "linear")
 INITIALIZER_NAMES = (
@@ -286,11 +288,14 @@ class RunConfig(Frozen):
 
 
 def check_dataset_name(name: str) -> str:
-    """A registered name, or a path to an IDX folder or .npz (checked when loaded)."""
-    if name in DATASET_NAMES or "/" in name or name.endswith(".npz") or Path(name).exists():
+    """A registered name, or "[LAYOUT:]PATH" to data in a supported layout (read when loaded)."""
+    layout, sep, rest = name.partition(":")
+    path = rest if sep and layout in LAYOUT_NAMES else name
+    if name in DATASET_NAMES or "/" in path or path.endswith(DATA_SUFFIXES) or Path(path).exists():
         return name
-    raise ValueError(f"dataset {name!r} is not one of: {', '.join(DATASET_NAMES)}, "
-                     "or a path to a folder of IDX files or an .npz file")
+    raise ValueError(f"dataset {name!r} is not one of: {', '.join(DATASET_NAMES)}, or a path to "
+                     "data (a CSV, Parquet or .npz file, a folder of IDX files or images; "
+                     f"LAYOUT:PATH with LAYOUT one of {', '.join(LAYOUT_NAMES)})")
 
 
 def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:

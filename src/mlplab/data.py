@@ -1,14 +1,15 @@
 """Datasets: a registry by name (pinned checksums, mirrors, offline fallback, class names),
-loading into uint8 tensors, the validation policy, and what is cached. Where the verified bytes
-come from (cache, --data-dir, mirrors, offline fallbacks) is `sources.py`.
+loading into uint8 tensors, the held-out test split, the validation policy, and what is cached.
+Where a registered dataset's verified bytes come from is `sources.py`.
 
-Any folder of IDX files (raw or .gz) or an .npz with x_train/y_train/x_test/y_test also works as
-`dataset = "path/to/it"`; those have no pinned hash, so they are checked for shape and labels.
+Any other `dataset = "[LAYOUT:]PATH"` is data as a user holds it (`layouts.py`: Kaggle CSV,
+Hugging Face Parquet, image folders, IDX and .npz of the MNIST family), read by `readers.py`
+(parsed once and cached by `datacache.py`), checked by the pixel convention and the label check
+(`pixels.py`). Where it has no test split, a stratified seventh is held out (`hold_out`).
 """
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import datacache, layouts, readers
 from .config import check_dataset_name  # noqa: F401  (re-exported; config stays torch-free)
 from .errors import UserError
+from .pixels import to_labels
 from .sources import (
     FILES,
     DatasetSpec,
     fashion_debian_fallback,
     fetch,
-    from_dir,
     home,
     mnist_wheel_fallback,
     parse_idx,
@@ -32,7 +34,9 @@ from .sources import (
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images as uint8 [N, 784] (kept uint8 until a batch is gathered), labels int64 [N]."""
+    """Images as uint8 [N, H*W] (kept uint8 until a batch is gathered), labels int64 [N];
+    `shape` = (H, W); `layout` as found; `notes` say what was done to the data (a held-out
+    test split, transposed EMNIST images, a Kaggle test file left out)."""
 
     name: str
     x_train: torch.Tensor
@@ -41,6 +45,9 @@ class Dataset:
     y_test: torch.Tensor
     classes: tuple[str, ...]
     source: str = ""
+    shape: tuple[int, int] = (28, 28)
+    layout: str = "idx"
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,57 +95,87 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+TEST_FRACTION = 1 / 7  # MNIST's own share: 10,000 of 70,000
+HOLDOUT_SEED = 0
+
+
 def _arrays(files: dict[str, bytes], what: str) -> tuple[np.ndarray, ...]:
     xtr, ytr, xte, yte = (parse_idx(files[f], f"{what}/{f}") for f in FILES)
     return xtr, ytr, xte, yte
 
 
-def _from_npz(path: Path) -> tuple[np.ndarray, ...]:
-    try:
-        with np.load(path, allow_pickle=False) as z:  # no pickle for user files
-            arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    except KeyError as e:
-        raise UserError(f"{path}: missing array {e}; an .npz needs x_train, y_train, x_test, "
-                        "y_test") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"{path}: not a readable .npz without pickled objects ({e})") from None
-    xtr, ytr, xte, yte = arrays
-    out = []
-    for x in (xtr, xte):
-        if x.dtype != np.uint8:
-            if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-                raise UserError(f"{path}: images must be finite numbers (found NaN, inf or "
-                                f"non-numbers in a {x.dtype} array)")
-            if x.min() < 0 or x.max() > 255:
-                raise UserError(f"{path}: images must be uint8 or values in [0, 255]")
-            x = np.rint(x).astype(np.uint8)
-        out.append(x.reshape(len(x), -1))
-    return out[0], ytr, out[1], yte
+def hold_out(y: np.ndarray, fraction: float = TEST_FRACTION,
+             seed: int = HOLDOUT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices, each in the data's order: round(n_c × fraction) of every class c
+    drawn with a generator seeded by `seed` (at least one of a class with two or more images)."""
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(y):
+        idx = np.nonzero(y == c)[0]
+        k = min(max(1, round(len(idx) * fraction)), len(idx) - 1) if len(idx) > 1 else 0
+        test.append(rng.permutation(idx)[:k])
+    mask = np.zeros(len(y), bool)
+    mask[np.concatenate(test)] = True
+    return np.nonzero(~mask)[0], np.nonzero(mask)[0]
+
+
+def _read_path(name: str, log: Callable[[str], None]) -> readers.Raw:
+    """A dataset at a path, through the parse cache where parsing is slow."""
+    found = layouts.locate(name)
+    if found.layout not in datacache.CACHED:
+        return readers.read(found)
+    key = datacache.key(found)
+    raw = datacache.get(key, log)
+    if raw is None:
+        raw = readers.read(found)
+        datacache.put(key, raw, log)
+    return raw
+
+
+def _finish(name: str, raw: readers.Raw) -> tuple[tuple[np.ndarray, ...], tuple[str, ...], list[str]]:
+    """Checked arrays, class names and notes: a sorted training set shuffled once, a test split
+    held out where there is none."""
+    xtr, ytr, xte, yte = raw.x_train, to_labels(raw.y_train, name), raw.x_test, raw.y_test
+    notes = list(raw.notes)
+    if len(xtr) != len(ytr) or (xte is not None and len(xte) != len(yte)):
+        raise UserError(f"dataset {name}: image and label counts differ (train {len(xtr)} vs "
+                        f"{len(ytr)}" + (f", test {len(xte)} vs {len(yte)})" if xte is not None else ")"))
+    if len(np.unique(ytr[:1000])) > 1 and (np.diff(ytr) >= 0).all():
+        # validation takes the LAST images: from a class-sorted file that is the last class
+        order = np.random.default_rng(HOLDOUT_SEED).permutation(len(ytr))
+        xtr, ytr = xtr[order], ytr[order]
+        notes.append("training images came sorted by class: shuffled once (seed 0)")
+    if xte is None:
+        tr, te = hold_out(ytr)
+        xtr, ytr, xte, yte = xtr[tr], ytr[tr], xtr[te], ytr[te]
+        notes.append(f"no test split: held out {len(te):,} of {len(tr) + len(te):,} images as the "
+                     f"test set (a stratified seventh, seed {HOLDOUT_SEED})")
+    yte = to_labels(yte, name)
+    n = int(max(ytr.max(), yte.max())) + 1
+    classes = raw.classes or tuple(str(i) for i in range(n))
+    if n > len(classes):
+        raise UserError(f"dataset {name}: labels go up to {n - 1}, but {len(classes)} class names "
+                        "are given")
+    return (xtr, ytr, xte, yte), tuple(classes), notes
 
 
 def load(name: str, data_dir: str | Path | None = None,
          log: Callable[[str], None] = lambda s: None) -> Dataset:
-    """Load a dataset by registered name, IDX folder or .npz path."""
+    """Load a dataset by registered name or "[LAYOUT:]PATH" (see `layouts.py`)."""
     if name in DATASETS:
         files, source = fetch(name, DATASETS[name], data_dir, log)
         xtr, ytr, xte, yte = _arrays(files, name)
-        classes = DATASETS[name].classes
+        classes, shape, layout, notes = DATASETS[name].classes, (28, 28), "idx", []
     else:
-        path = Path(name)
-        if path.is_dir():
-            xtr, ytr, xte, yte = _arrays(from_dir(path, None), str(path))
-        elif path.is_file() and path.suffix == ".npz":
-            xtr, ytr, xte, yte = _from_npz(path)
-        else:
-            raise UserError(f"dataset {name!r}: not a registered name ({', '.join(DATASETS)}), "
-                            "an IDX folder or an .npz file")
-        source = str(path)
-        n_classes = int(max(ytr.max(), yte.max())) + 1
-        classes = tuple(str(i) for i in range(n_classes))
+        raw = _read_path(name, log)
+        (xtr, ytr, xte, yte), classes, notes = _finish(name, raw)
+        source, shape, layout = layouts.parse_spec(name)[1].as_posix(), raw.shape, raw.layout
+        for note in notes:
+            log(f"dataset {name}: {note}")
     _check_arrays(name, xtr, ytr, xte, yte)
     t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
     return Dataset(name, t(xtr, torch.uint8), t(ytr, torch.int64), t(xte, torch.uint8),
-                   t(yte, torch.int64), tuple(classes), source)
+                   t(yte, torch.int64), tuple(classes), source, tuple(shape), layout, tuple(notes))
 
 
 def _check_arrays(name, xtr, ytr, xte, yte) -> None:
@@ -147,12 +184,6 @@ def _check_arrays(name, xtr, ytr, xte, yte) -> None:
                         f"(train {len(xtr)} vs {len(ytr)}, test {len(xte)} vs {len(yte)})")
     if xtr.shape[1:] != xte.shape[1:]:
         raise UserError(f"dataset {name}: train and test images differ in size")
-    for y in (ytr, yte):
-        if not np.issubdtype(y.dtype, np.integer) and not (
-                np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.rint(y)).all()):
-            raise UserError(f"dataset {name}: labels must be whole numbers (got {y.dtype})")
-        if y.min() < 0:
-            raise UserError(f"dataset {name}: labels must be non-negative integers")
 
 
 def check_fits(ds: Dataset, widths: tuple[int, ...], where: str) -> None:
@@ -184,7 +215,7 @@ def split(ds: Dataset, validation: str = "split", val_size: int = 10_000,
 
 
 def info() -> list[dict]:
-    """What is cached: one row per registered dataset."""
+    """What is cached: one row per registered dataset, one for parsed tables and folders."""
     rows = []
     for name in DATASETS:
         cache = home() / "datasets" / name
@@ -192,4 +223,7 @@ def info() -> list[dict]:
         size = sum((cache / f).stat().st_size for f in present)
         rows.append({"dataset": name, "cached": len(present) == len(FILES), "path": str(cache),
                      "bytes": size})
+    parsed = datacache.size()
+    rows.append({"dataset": "(parsed CSV, Parquet, image folders)", "cached": parsed > 0,
+                 "path": str(datacache.folder()), "bytes": parsed})
     return rows

@@ -1,9 +1,5 @@
-"""Use what was trained: load a stored run, predict images, export, reproduce.
-
-Images are turned into MNIST form the way MNIST itself was made: grayscale, white digit on
-black (a light background is inverted), cropped to the digit, scaled so its longer side is 20
-pixels, and placed in a 28x28 frame with its center of mass at the center.
-"""
+"""Use what was trained: load a stored run, predict images (read by `prediction_inputs.py`),
+write a Kaggle submission, export, reproduce."""
 
 from __future__ import annotations
 
@@ -20,6 +16,13 @@ from .config import RunConfig
 from .errors import UserError
 from .evaluate import logits
 from .model import StackedMLP, init_member
+from .prediction_inputs import (  # noqa: F401  (re-exported: predict's inputs)
+    as_pixels,
+    load_inputs,
+    mnist_form,
+    read_image,
+    read_npy,
+)
 
 
 def find_run(run: str, out: str | Path = "out") -> Path:
@@ -63,112 +66,60 @@ def load_model(folder: Path) -> tuple[RunConfig, StackedMLP]:
 
 
 # ---------------------------------------------------------------------------------------------
-# images
-
-
-def mnist_form(gray: np.ndarray) -> np.ndarray:
-    """Any grayscale image (H, W), either polarity -> uint8 [784] in MNIST form."""
-    from PIL import Image
-
-    img = gray.astype(np.float64)
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    background = float(np.median(border))
-    if background > 127:  # dark digit on light paper: make it white on black
-        img, background = 255.0 - img, 255.0 - background
-    img = np.clip(img - background, 0, None)
-    if img.max() <= 0:
-        raise UserError("the image is blank: no digit found")
-    img *= 255.0 / img.max()
-    ys, xs = np.nonzero(img > 0.1 * 255)
-    img = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    h, w = img.shape
-    scale = 20.0 / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
-    small = np.clip(np.asarray(Image.fromarray(img.astype(np.float32)).resize(size, resample)),
-                    0, 255)
-    # Center of mass to (14, 14) in pixel-index coordinates: where MNIST puts it (measured:
-    # 13.99, 14.00 over the test set).
-    ys, xs = np.indices(small.shape)
-    total = small.sum()
-    cy, cx = (ys * small).sum() / total, (xs * small).sum() / total
-    top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
-    left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
-    frame = np.zeros((28, 28))
-    frame[top:top + small.shape[0], left:left + small.shape[1]] = small
-    return np.rint(frame).astype(np.uint8).reshape(784)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """PNG/JPEG/... file -> uint8 [784] in MNIST form."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or "transparency" in im.info:
-                # transparent background: composite on white, so it reads as paper
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im.convert("RGBA"))
-            gray = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot decode as an image ({e})") from None
-    return mnist_form(gray)
-
-
-def read_npy(path: Path) -> np.ndarray:
-    """A .npy batch [N, 784] or [N, 28, 28]: uint8 pixels or floats in [0, 1] -> uint8 [N, 784]."""
-    try:
-        arr = np.load(path, allow_pickle=False)  # no pickle for user files
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable .npy array without pickled objects ({e})") from None
-    return as_pixels(arr, str(path))
-
-
-def as_pixels(arr, where: str = "images") -> np.ndarray:
-    """An array-like [N, 784], [N, 28, 28] (or one image [784] / [28, 28]) of uint8 pixels or
-    floats in [0, 1] -> uint8 [N, 784]; a UserError naming `where` otherwise."""
-    arr = np.asarray(arr.detach().cpu() if isinstance(arr, torch.Tensor) else arr)
-    if arr.shape in ((784,), (28, 28)):
-        arr = arr[None]
-    if arr.ndim == 2 and arr.shape[1] == 784:
-        pass
-    elif arr.ndim == 3 and arr.shape[1:] == (28, 28):
-        arr = arr.reshape(len(arr), 784)
-    else:
-        raise UserError(f"{where}: shape {arr.shape}; expected [N, 784] or [N, 28, 28]")
-    if arr.dtype == np.uint8:
-        return arr
-    if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
-        raise UserError(f"{where}: values must be finite numbers")
-    if arr.min() < 0 or arr.max() > 255:
-        raise UserError(f"{where}: values must be uint8 pixels or floats in [0, 1]")
-    return np.rint(arr * 255 if arr.max() <= 1.0 else arr).astype(np.uint8)
-
-
-def load_inputs(paths: list[str]) -> tuple[list[str], np.ndarray]:
-    """Names and uint8 [N, 784] for image files and .npy batches, in order."""
-    names, rows = [], []
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise UserError(f"{p}: no such file")
-        if p.suffix == ".npy":
-            batch = read_npy(p)
-            names += [f"{p.name}[{i}]" for i in range(len(batch))]
-            rows.append(batch)
-        else:
-            names.append(p.name)
-            rows.append(read_image(p)[None])
-    return names, np.concatenate(rows) if rows else np.zeros((0, 784), np.uint8)
+# inputs (prediction_inputs.py) and predictions
 
 
 def predict(model: StackedMLP, x_u8: np.ndarray, top: int = 3) -> list[list[tuple[int, float]]]:
     """Top-k (class, probability) per image."""
+    if x_u8.shape[1] != model.widths[0]:
+        raise UserError(f"images of {x_u8.shape[1]} pixels; this model takes {model.widths[0]}")
     z = logits(model, torch.from_numpy(x_u8))[0]
     probs = torch.softmax(z, -1)
     p, idx = probs.topk(min(top, probs.shape[1]), dim=-1)
     return [[(int(i), float(q)) for i, q in zip(ri, rp, strict=True)]
             for ri, rp in zip(idx.tolist(), p.tolist(), strict=True)]
+
+
+def class_names(folder: Path, cfg: RunConfig) -> tuple[str, ...]:
+    """The run's class names: stored with its metrics (`classes`), else the registered
+    dataset's, else the class indices."""
+    from .data import DATASETS
+
+    try:
+        stored = json.loads((folder / "metrics.json").read_text()).get("classes")
+    except (OSError, ValueError, AttributeError):
+        stored = None
+    if isinstance(stored, list) and len(stored) >= cfg.widths[-1] and all(isinstance(c, str) for c in stored):
+        return tuple(stored)
+    spec = DATASETS.get(cfg.dataset)
+    return spec.classes if spec else tuple(str(i) for i in range(cfg.widths[-1]))
+
+
+def kaggle_csv(labels) -> bytes:
+    """A Kaggle submission: `ImageId,Label`, ImageId counted from 1 in input order, Label the
+    predicted class index."""
+    rows = "".join(f"{i},{int(c)}\n" for i, c in enumerate(labels, 1))
+    return ("ImageId,Label\n" + rows).encode()
+
+
+def write_to(dest: str, body: bytes) -> Path:
+    """body into the file dest, whole or not at all (a temporary file renamed; a link the user
+    made is written through to its target, never replaced)."""
+    import os
+
+    target = Path(os.path.realpath(dest)) if Path(dest).is_symlink() else Path(dest)
+    if not target.parent.is_dir():
+        raise UserError(f"--to {dest}: the folder {target.parent} does not exist")
+    if target.is_dir():
+        raise UserError(f"--to {dest}: is a folder; name the file to write")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(body)
+        tmp.replace(target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Path(dest)
 
 
 # ---------------------------------------------------------------------------------------------

