@@ -68,16 +68,91 @@ def test_kill_9_in_epoch_3_of_5_then_rerun_is_bit_identical(tmp_path, mnist):
             assert torch.equal(a[run_id][1][name], t), (run_id, name)
 
 
-def test_a_checkpoint_of_another_group_is_ignored(tmp_path, mnist):
+def _group_snapshot(cfgs, epoch=1):
+    """(tensors, meta) as a group of `cfgs` would checkpoint them after `epoch`."""
+    from mlplab.checkpoint import snapshot
+    from mlplab.model import StackedMLP
+    from mlplab.optim import make_optimizer
+    from mlplab.train import MemberResult
+
+    model = StackedMLP(cfgs)
+    opt = make_optimizer(list(model.parameters()), cfgs)
+    results = [MemberResult(c) for c in cfgs]
+    for r in results:
+        r.history = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
+                      "val_acc": 0.5, "lr": 1e-3, "seconds": 0.1} for e in range(1, epoch + 1)]
+    orders = [torch.Generator().manual_seed(c.seed) for c in cfgs]
+    return snapshot(model, opt, list(range(len(cfgs))), epoch, [c.run_id for c in cfgs], orders,
+                    results)
+
+
+TINY = {"seeds": 2, "defaults": {"train_size": 400, "epochs": 2},
+        "experiment": [{"name": "q", "architecture": "784-8-10", "batch_norm": True}]}
+
+
+def _not_fitting(tensors, meta):
+    """Checkpoints of the right group that do not fit it, by what is wrong."""
+    missing = {k: v for k, v in tensors.items() if k != "model.w0"}
+    wrong = {**tensors, "model.w1": torch.zeros(2, 9, 10)}
+    return {"a missing tensor": (missing, meta, "tensor model.w0 is missing"),
+            "another shape": (wrong, meta, "model.w1 has shape [2, 9, 10]"),
+            "another version": (tensors, {**meta, "mlplab": "0.0.1"}, "written by mlplab 0.0.1"),
+            "no format (older)": (tensors, {k: v for k, v in meta.items() if k != "format"},
+                                  "checkpoint format 1")}
+
+
+def test_checkpoints_that_do_not_fit_are_set_aside_with_one_line(tmp_path, caplog):
     from mlplab.checkpoint import Checkpointer
 
-    ck = Checkpointer(tmp_path / "x.safetensors", 0)
-    assert ck.save({"a": torch.zeros(2)}, {"run_ids": ["a", "b"], "epoch": 1}) is None
-    assert ck.load(["a", "b"])[1]["epoch"] == 1
-    assert ck.load(["a", "c"]) is None  # other members: start from the first epoch
-    (tmp_path / "x.safetensors").write_bytes(b"garbage")
-    assert ck.load(["a", "b"]) is None  # unreadable: start over, never crash
-    suite = parse_suite({"seeds": 1, "defaults": {"train_size": 500, "epochs": 1},
-                         "experiment": [{"name": "q", "architecture": "784-8-10"}]}, "q")
-    run_suite(suite, tmp_path / "o", device="cpu", checkpoint_every=None)
-    assert not (tmp_path / "o" / "checkpoints").exists()
+    cfgs = parse_suite(TINY, "q").cells()
+    ids = [c.run_id for c in cfgs]
+    tensors, meta = _group_snapshot(cfgs)
+    ck = Checkpointer.for_group(tmp_path / "checkpoints", ids, 0)
+    assert ck.save(tensors, meta) is None
+    assert ck.load(ids)[1]["epoch"] == 1  # a checkpoint that fits is resumed
+    cases = {**_not_fitting(tensors, meta),
+             "another group's": (tensors, meta, "another group's"),
+             "unreadable": (None, None, "unreadable")}
+    for what, (t, m, why) in cases.items():
+        if t is None:
+            ck.path.write_bytes(b"garbage")
+        else:
+            assert ck.save(t, m) is None, what
+        caplog.clear()
+        asked = list(reversed(ids)) if what == "another group's" else ids
+        assert ck.load(asked) is None, what
+        assert not ck.path.exists() and ck.path.with_name(ck.path.name + ".bad").is_file(), what
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and why in lines[0] and "starts from its first epoch" in lines[0], \
+            (what, lines)
+
+
+def test_a_run_with_a_checkpoint_that_does_not_fit_trains_from_scratch(tmp_path, mnist, caplog):
+    """The group restarts from its first epoch (the same numbers as a run that never had the
+    file), and a temporary file that a killed checkpoint write left is removed by the next run."""
+    from mlplab.checkpoint import Checkpointer
+
+    suite = parse_suite(TINY, "q")
+    cfgs = suite.cells()
+    ids = [c.run_id for c in cfgs]
+    ref = tmp_path / "ref"
+    run_suite(suite, ref, device="cpu", checkpoint_every=0)
+    out = tmp_path / "out"
+    wrong, meta, _ = _not_fitting(*_group_snapshot(cfgs))["another shape"]
+    assert Checkpointer.for_group(out / "checkpoints", ids, 0).save(wrong, meta) is None
+    orphan = out / "checkpoints" / ".0123456789abcdef.safetensors.tmp999999.a1b2c3"
+    orphan.write_bytes(b"half a checkpoint")  # kill -9 in the middle of a write
+    caplog.clear()
+    rows = run_suite(suite, out, device="cpu", checkpoint_every=0)
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    assert [r["epochs_run"] for r in rows] == [2, 2]
+    lines = [r.getMessage() for r in caplog.records if "does not fit" in r.getMessage()]
+    assert len(lines) == 1 and "model.w1 has shape" in lines[0], lines
+    assert not orphan.exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [
+        Checkpointer.for_group(out / "checkpoints", ids, 0).path.name + ".bad"]
+    a, b = _state(out), _state(ref)
+    assert sorted(a) == sorted(b) == sorted(ids)
+    for run_id in a:
+        assert a[run_id][0] == b[run_id][0]
+        assert all(torch.equal(a[run_id][1][k], t) for k, t in b[run_id][1].items())

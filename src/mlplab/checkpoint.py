@@ -9,12 +9,21 @@ The state itself (`snapshot`, `resume`) is here too: what a checkpoint holds is 
 
 One file per group: OUT/checkpoints/<key>.safetensors, the key being a hash of the members' run
 ids in order (the same group planned again finds it, on whatever device it resumes).
+
+A checkpoint that does not fit its group (unreadable, written by another mlplab version, a
+missing tensor, another shape: run ids are stable across versions, so such a file is found) is
+set aside as <key>.safetensors.bad with one warning line, and the group starts from its first
+epoch. It is checked against the group's configurations, which it carries (their run ids must be
+the group's) before anything is restored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +32,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from . import safefs
+from .config import RunConfig
+from .errors import UserError
 from .model import StackedMLP
 from .optim import make_optimizer
-from .store import write_bytes_atomic
+from .safetext import printable
+from .store import HISTORY_FIELDS
+
+FORMAT = 2  # what a checkpoint holds; another value (or another mlplab version) does not fit
+log = logging.getLogger("mlplab")
 
 
 def path_for(folder: str | Path, run_ids: list[str]) -> Path:
@@ -41,10 +57,12 @@ class Checkpointer:
     every: float = 60.0
     last: float = field(default_factory=time.perf_counter)
     failed: bool = False  # a checkpoint that cannot be written never stops training
+    root: Path | None = None  # no link below it is followed (default: the file's folder)
 
     @classmethod
     def for_group(cls, folder: str | Path, run_ids: list[str], every: float) -> Checkpointer:
-        return cls(path_for(folder, run_ids), every)
+        """OUT/checkpoints/<key>: a link planted at OUT/checkpoints is never written through."""
+        return cls(path_for(folder, run_ids), every, root=Path(folder).parent)
 
     def due(self) -> bool:
         return not self.failed and time.perf_counter() - self.last >= self.every
@@ -56,8 +74,8 @@ class Checkpointer:
         try:
             data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                         metadata={"mlplab": json.dumps(meta)})
-            write_bytes_atomic(self.path, data)
-        except (OSError, SafetensorError) as e:
+            safefs.write_atomic(self.path, data, self.root)
+        except (OSError, SafetensorError, UserError) as e:
             if strict:
                 raise
             self.failed = True
@@ -65,16 +83,32 @@ class Checkpointer:
         return None
 
     def load(self, run_ids: list[str]) -> tuple[dict[str, torch.Tensor], dict] | None:
-        """The checkpoint of exactly these members, or None (absent, unreadable or another
-        group's: then the group starts from its first epoch)."""
-        if not self.path.is_file():
+        """The checkpoint of exactly these members, or None: absent, or one that does not fit
+        (set aside with a warning line); then the group starts from its first epoch."""
+        if not os.path.lexists(self.path):
             return None
         try:
+            if os.path.islink(self.path):
+                raise ValueError("a symbolic link")
             tensors = load_file(str(self.path))
             meta = read_meta(self.path)
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError):
-            return None
-        return (tensors, meta) if meta.get("run_ids") == run_ids else None
+            why = None if meta.get("run_ids") == run_ids else "another group's checkpoint"
+            why = why or misfit(tensors, meta)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+            why = f"unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        if why is None:
+            return tensors, meta
+        self.set_aside(why)
+        return None
+
+    def set_aside(self, why: str) -> None:
+        """Rename the checkpoint to <name>.bad (kept for a look, never read again) and say so."""
+        bad = self.path.with_name(self.path.name + ".bad")
+        with contextlib.suppress(OSError, UserError):
+            with safefs.folder(self.path.parent) as fd:
+                os.replace(self.path.name, bad.name, src_dir_fd=fd, dst_dir_fd=fd)
+        log.warning("%s", printable(f"checkpoint {self.path} does not fit its group ({why}); set "
+                                    f"aside as {bad.name}; the group starts from its first epoch"))
 
 
 def read_meta(path: Path) -> dict:
@@ -84,12 +118,71 @@ def read_meta(path: Path) -> dict:
 
 
 def remove(folder: str | Path, run_ids: list[str]) -> None:
-    """Delete a committed group's checkpoint (and the folder once empty)."""
-    path_for(folder, run_ids).unlink(missing_ok=True)
-    try:
-        Path(folder).rmdir()
-    except OSError:
-        pass  # other groups' checkpoints are still there, or it never existed
+    """Delete a committed group's checkpoint (and the folder once empty), never through a link."""
+    folder = Path(folder)
+    with contextlib.suppress(OSError, UserError):  # absent, or a link (refused at the start)
+        with safefs.folder(folder.parent) as parent:
+            with safefs.folder(folder.parent, (folder.name,), create=False) as fd:
+                safefs.remove(fd, path_for(folder, run_ids).name)
+            os.rmdir(folder.name, dir_fd=parent)  # fails while other groups' checkpoints are there
+
+
+def misfit(tensors: dict[str, torch.Tensor], meta: dict) -> str | None:
+    """Why a checkpoint cannot resume its group (None: it fits): another format or mlplab
+    version, configurations that are not the group's, a missing tensor, another shape."""
+    from . import __version__
+
+    if meta.get("format") != FORMAT or meta.get("mlplab") != __version__:
+        by = f"mlplab {meta['mlplab']}" if meta.get("mlplab") else "an older mlplab"
+        return (f"written by {by}, checkpoint format {meta.get('format', 1)}; this is mlplab "
+                f"{__version__}, format {FORMAT}")
+    cfgs = [RunConfig.model_validate(c) for c in meta["configs"]]
+    if [c.run_id for c in cfgs] != meta["run_ids"]:
+        return "its configurations are not its members'"
+    active, members = meta["active"], meta["members"]
+    if (not active or sorted(set(active)) != sorted(active) or len(members) != len(cfgs)
+            or not all(isinstance(j, int) and 0 <= j < len(cfgs) for j in active)
+            or not isinstance(meta["epoch"], int) or meta["epoch"] < 1):
+        return "its header is inconsistent"
+    for m in members:
+        if not all(isinstance(h, dict) and set(HISTORY_FIELDS) <= set(h) for h in m["history"]) \
+                or not isinstance(m["status"], str):
+            return "a member's history is malformed"
+        for k in ("best_epoch", "best_val_loss", "bad_epochs", "train_seconds"):
+            float(m[k])  # a number (else TypeError/ValueError: does not fit)
+    expected = _shapes(cfgs, active)
+    member = {n[len("model."):]: s[1:] for n, s in expected.items() if n.startswith("model.")}
+    for name, t in tensors.items():
+        if name.startswith("member."):
+            _, j, n = name.split(".", 2)
+            if int(j) not in range(len(cfgs)) or member.get(n) != tuple(t.shape):
+                return f"tensor {name} does not fit"
+        elif name not in expected and name != "rng.cuda":
+            return f"tensor {name} is not part of a checkpoint"
+    for name, shape in expected.items():
+        if name not in tensors:
+            return f"tensor {name} is missing"
+        if tuple(tensors[name].shape) != shape:
+            return f"tensor {name} has shape {list(tensors[name].shape)}, not {list(shape)}"
+        if name.startswith(("rng.", "order.")) and tensors[name].dtype != torch.uint8:
+            return f"tensor {name} is not a generator state"
+    return None
+
+
+def _shapes(cfgs: list[RunConfig], active: list[int]) -> dict[str, tuple[int, ...]]:
+    """Every tensor a checkpoint of this group holds, and its shape. Members share all shapes,
+    so one member's model and optimizer (cheap) give them; K = the members still computing."""
+    k = len(active)
+    ref = StackedMLP([cfgs[active[0]]])
+    opt = make_optimizer(list(ref.parameters()), [cfgs[active[0]]])
+    shapes = {f"model.{n}": (k, *t.shape[1:]) for n, t in ref.state().items()}
+    shapes["opt.t"] = tuple(opt.t.shape)
+    shapes.update({f"opt.{slot}.{i}": (k, *t.shape[1:]) for slot, ts in opt.state.items()
+                   for i, t in enumerate(ts)})
+    shapes["rng.cpu"] = tuple(torch.get_rng_state().shape)
+    generator = tuple(torch.Generator().get_state().shape)
+    shapes.update({f"order.{j}": generator for j in range(len(cfgs))})
+    return shapes
 
 
 # --- what a checkpoint holds: the whole state of a group at the end of an epoch ---------------
@@ -104,7 +197,11 @@ def snapshot(model, opt, active, epoch, ids, orders, results) -> tuple[dict, dic
     for j, (g, r) in enumerate(zip(orders, results, strict=True)):
         tensors[f"order.{j}"] = g.get_state()
         tensors.update({f"member.{j}.{n}": t for n, t in r.state.items()})
-    meta = {"run_ids": ids, "epoch": epoch, "active": active, "members": [
+    from . import __version__
+
+    meta = {"format": FORMAT, "mlplab": __version__, "run_ids": ids, "epoch": epoch,
+            "configs": [r.cfg.model_dump(mode="json") for r in results],
+            "active": active, "members": [
         {"history": r.history, "status": r.status, "best_epoch": r.best_epoch,
          "best_val_loss": r.best_val_loss, "bad_epochs": r.bad_epochs,
          "train_seconds": r.train_seconds} for r in results]}

@@ -14,6 +14,7 @@ from html import escape
 from markupsafe import Markup
 
 from .config import SCALED_INITIALIZERS
+from .safetext import markdown, printable
 from .search import config_key
 from .stats import mean_std, welch
 
@@ -136,8 +137,9 @@ def table_rows(table: list[dict]) -> list[dict]:
     for e in table:
         n = e["n"]
         out.append({
-            "rank": str(e["rank"] or "–"), "experiment": e["experiment"],
-            "architecture": e["architecture"], "settings": settings_text(e, keys),
+            # names are data: printable on a terminal (no control characters), escaped by each form
+            "rank": str(e["rank"] or "–"), "experiment": printable(e["experiment"]),
+            "architecture": printable(e["architecture"]), "settings": printable(settings_text(e, keys)),
             "params": f"{e['params']:,}",
             "n": n_text(e),
             "epochs": "—" if not n else f"{e['epochs_run']:.0f}",
@@ -201,5 +203,5 @@ def html_table(table: list[dict], caption: str = "") -> str:
 def markdown_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(t for _, t in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(r[k].replace("|", "\\|") for k, _ in COLUMNS) + " |" for r in rows]
+    body = ["| " + " | ".join(markdown(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
     return "\n".join([head, sep, *body])

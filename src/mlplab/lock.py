@@ -12,18 +12,25 @@ import fcntl
 import json
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
+from .safefs import link_error
 
 LOCK_NAME = ".mlplab.lock"
 
 
 def holder(out: Path) -> str:
     """Who holds OUT's lock, in words (from the lock file; '?' where it cannot be read)."""
-    try:
-        info = json.loads((Path(out) / LOCK_NAME).read_text() or "{}")
+    try:  # never through a link, and only a little of it
+        fd = os.open(Path(out) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            info = json.loads(os.read(fd, 4096) or b"{}")
+        finally:
+            os.close(fd)
+        info = info if isinstance(info, dict) else {}
     except (OSError, ValueError):
         info = {}
     return (f"pid {info.get('pid', '?')} on {info.get('host', '?')}, "
@@ -35,11 +42,7 @@ def own(out: str | Path) -> Iterator[Path]:
     """Hold OUT exclusively until the block ends; a UserError at once if another process holds
     it. Creates OUT (the caller validated everything before)."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot write there ({e.strerror})") from None
+    fd = _open_lock(out)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -53,3 +56,24 @@ def own(out: str | Path) -> Iterator[Path]:
         yield out
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open_lock(out: Path) -> int:
+    """OUT/.mlplab.lock opened for writing, never through a link (O_NOFOLLOW) and only when it
+    is a plain file with one name: the lock's JSON is written into it, and a planted link, FIFO
+    or hard link must not carry that write anywhere else."""
+    path = out / LOCK_NAME
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o644)
+    except OSError as e:
+        if os.path.islink(path):
+            raise link_error(path) from None
+        raise UserError(f"--out {out}: cannot write there ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise UserError(f"{path}: not a plain file of its own (a FIFO, device or hard link was "
+                        "put there); remove it and run again")
+    return fd

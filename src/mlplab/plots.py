@@ -7,12 +7,15 @@ Figure renders to PNG with Agg when saved, and Jupyter shows it inline when it i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 
 import numpy as np
 from matplotlib.figure import Figure as _Figure
 from matplotlib.ticker import MaxNLocator
+
+from .safetext import printable
 
 
 class Figure(_Figure):
@@ -23,8 +26,25 @@ class Figure(_Figure):
         return png(self)
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HASHED = re.compile(r"-[0-9a-f]{8}$")
+RESERVED = {"overlay"}  # plots/overlay.png is the overlay of every experiment
+
+
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "experiment"
+    """A file name for a configuration: the name itself when it is short plain ASCII, else an
+    ASCII slug of it (at most 48 characters) and 8 hex digits of its sha256 — so names that slug
+    alike (non-ASCII ones, 'a b' and 'a_b') never share a file, and none is too long."""
+    if _PLAIN_NAME.fullmatch(name) and name.lower() not in RESERVED and not _HASHED.search(name):
+        return name
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:48].strip("._-") or "experiment"
+    return f"{base}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def plain(text: object) -> str:
+    """User text as matplotlib shows it literally: every `$` escaped (else `$…$` is math text,
+    which fails on arbitrary input), no control characters but line breaks."""
+    return "\n".join(printable(line) for line in str(text).split("\n")).replace("$", r"\$")
 
 
 def band(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,16 +79,18 @@ def loss_plot(name: str, histories: list[list[dict]]) -> Figure:
 
 
 def wrap(name: str, width: int = 26) -> str:
-    """A configuration name on several lines, broken after ',' or before '[' (never inside a
-    word or at a hyphen, so '2-hidden' stays whole and names stay distinguishable)."""
-    parts = re.split(r"(?<=,)|(?=\[)|(?<= )", name)
+    """A configuration name on several lines, broken after ',' or before '[' (never at a hyphen,
+    so '2-hidden' stays whole and names stay distinguishable; only a word longer than a line is
+    cut), as plain text for matplotlib (`plain`)."""
+    parts = [p[i:i + width] for p in re.split(r"(?<=,)|(?=\[)|(?<= )", printable(name))
+             for i in range(0, max(len(p), 1), width)]
     lines, line = [], ""
     for part in parts:
         if line and len(line) + len(part) > width:
             lines.append(line.rstrip())
             line = ""
         line += part
-    return "\n".join([*lines, line.rstrip()])
+    return plain("\n".join([*lines, line.rstrip()]))
 
 
 def curves_grid(by_name: dict[str, list[list[dict]]], cols: int = 4) -> Figure:
@@ -115,7 +137,7 @@ def overlay_plot(title: str, by_name: dict[str, list[list[dict]]], key: str = "v
         mean, _, _ = band(hs, key)
         ax.plot(np.arange(1, len(mean) + 1), mean, label=wrap(name, 34))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(title=title, xlabel="epoch", ylabel=key.replace("_", " "))
+    ax.set(title=plain(title), xlabel="epoch", ylabel=key.replace("_", " "))
     ax.grid(alpha=0.3)
     fig.legend(loc="outside right upper", fontsize=7)
     return fig
@@ -200,6 +222,7 @@ def confusion_plot(cm: list[list[int]], classes: tuple[str, ...], title: str) ->
         for j in range(len(m)):
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if m[i, j] > m.max() / 2 else "black")
+    classes = [plain(c) for c in classes]
     ax.set(xticks=range(len(m)), yticks=range(len(m)), xticklabels=classes, yticklabels=classes,
            xlabel="predicted", ylabel="true")
     ax.set_title(wrap(title, 48), fontsize=9)
@@ -220,7 +243,7 @@ def gallery_plot(images: np.ndarray, captions: list[str], title: str, cols: int 
     for ax, img, caption in zip(axes.flat, images, captions, strict=False):
         side = int(round(len(img) ** 0.5))
         ax.imshow(img.reshape(side, side), cmap="gray_r")
-        ax.set_title(caption, fontsize=8, color=color)
+        ax.set_title(plain(caption), fontsize=8, color=color)
     fig.suptitle(wrap(title, 90), fontsize=10)
     return fig
 

@@ -126,34 +126,75 @@ def write_to(dest: str, body: bytes) -> Path:
 # export
 
 
-def export(folder: Path, fmt: str, dest: Path | None = None) -> Path:
+def export(folder: Path, fmt: str, dest: Path | str | None = None) -> Path | str:
     """A standalone model taking float [N, 784] pixels in [0, 1] (pixel / 255) and returning
-    logits [N, classes]: TorchScript (.pt) or ONNX (.onnx)."""
+    logits [N, classes]: TorchScript (.pt) or ONNX (.onnx). dest: a file (a link the user made is
+    written through to its target, never replaced), "-" for standard output (binary), or None:
+    model.<ext> in the run folder (never through a link planted there). Returns where it went."""
+    import io
+    import sys
+
+    from . import safefs
+
     if fmt not in EXPORTERS:
         raise UserError(f"--format {fmt!r} is not one of: {', '.join(EXPORTERS)}")
-    if dest is not None and not dest.parent.is_dir():
-        raise UserError(f"--to {dest}: the folder {dest.parent} does not exist")
+    to_stdout = isinstance(dest, str) and dest == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise UserError("--to -: standard output is a terminal; redirect it to a file or a pipe")
+    target = None if dest is None or to_stdout else _export_target(Path(dest))
     _, model = load_model(folder)
     net = model.member(0).eval()
-    dest = dest or folder / f"model.{EXPORTERS[fmt][0]}"
-    tmp = dest.with_name(f".{dest.name}.tmp")
+    buf = io.BytesIO()
     with warnings.catch_warnings():  # torch flags TorchScript and its ONNX path as legacy
         warnings.simplefilter("ignore", DeprecationWarning)
-        EXPORTERS[fmt][1](net, model.widths[0], tmp)
-    tmp.replace(dest)
-    return dest
+        EXPORTERS[fmt][1](net, model.widths[0], buf)
+    if to_stdout:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return "-"
+    if target is None:  # inside OUT: no link below OUT/runs is followed
+        target = folder / f"model.{EXPORTERS[fmt][0]}"
+        safefs.write_atomic(target, buf.getvalue(), folder.parent if folder.parent.name == "runs"
+                            else folder)
+        return target
+    safefs.write_atomic(target, buf.getvalue())
+    return Path(dest)
 
 
-def _torchscript(net, n_in: int, path: Path) -> None:
-    torch.jit.trace(net, torch.rand(2, n_in)).save(str(path))
+def _export_target(dest: Path) -> Path:
+    """The regular file `--to` names: a link is followed to its target (which is replaced, the
+    link kept); a folder, a device, a FIFO or /dev/stdout is refused, never replaced."""
+    import os
+    import stat
+
+    target = Path(os.path.realpath(dest)) if dest.is_symlink() else dest
+    if not target.parent.is_dir():
+        raise UserError(f"--to {dest}: the folder {target.parent} does not exist")
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as e:
+        raise UserError(f"--to {dest}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"--to {dest}: is a folder; name the file to write")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"--to {dest}: not a regular file (a device, FIFO or terminal is never "
+                        "replaced); use --to - to write to standard output")
+    return target
 
 
-def _onnx(net, n_in: int, path: Path) -> None:
+def _torchscript(net, n_in: int, f) -> None:
+    torch.jit.save(torch.jit.trace(net, torch.rand(2, n_in)), f)
+
+
+def _onnx(net, n_in: int, f) -> None:
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise UserError("ONNX export needs the onnx extra: pip install 'mlplab[onnx]'") from None
-    torch.onnx.export(net, (torch.rand(2, n_in),), str(path), dynamo=False,
+    torch.onnx.export(net, (torch.rand(2, n_in),), f, dynamo=False,
                       input_names=["pixels"], output_names=["logits"],
                       dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}})
 

@@ -21,6 +21,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
+from .safetext import printable
+
 Progress = Callable[[dict], None]
 
 
@@ -91,7 +93,12 @@ class Tracker:
 
 
 def describe(e: dict) -> str:
-    """One plain line for an event (what the log view prints)."""
+    """One plain line for an event (what the log view prints): names are data, so control
+    characters in them never reach the terminal."""
+    return printable(_describe(e))
+
+
+def _describe(e: dict) -> str:
     kind = e["event"]
     if kind == "suite":
         return (f"suite {e['suite']}: {e['cells']} runs, {e['todo']} to train in {e['groups']} "
@@ -211,12 +218,12 @@ class JupyterView:
         self.last = time.perf_counter()
         t = self.tracker
         bar = lambda f: f'<progress value="{f:.4f}" max="1" style="width:18em"></progress>'  # noqa: E731
-        rows = [f"<div><b>{html.escape(t.suite)}</b> {bar(t.fraction())} {t.fraction():.0%} · "
+        rows = [f"<div><b>{html.escape(printable(t.suite))}</b> {bar(t.fraction())} {t.fraction():.0%} · "
                 f"{t.runs_stored}/{t.runs_total} runs · ETA {clock(t.eta())}</div>"]
         for i, g in t.active():
             done = (g["epoch"] + g["frac"]) / g["epochs"] if g["epochs"] else 0
             rows.append(f"<div>{bar(done)} {html.escape(group_text(i, g, len(t.plan)))}<br>"
-                        f"<small>{html.escape(g['label'])}</small></div>")
+                        f"<small>{html.escape(printable(g['label']))}</small></div>")
         rows += [f"<div><small>{html.escape(line)}</small></div>" for line in t.lines[-4:] if line]
         self.handle.update(self.HTML("".join(rows)))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import jinja2
 from markupsafe import Markup
 
 from . import data as data_mod
-from . import plots, store
+from . import plots, safefs, store
 from .compare import (  # noqa: F401  (re-exported: the report's table is the comparison)
     ALPHA,
     COLUMNS,
@@ -26,6 +28,7 @@ from .compare import (  # noqa: F401  (re-exported: the report's table is the co
     table_rows,
 )
 from .errors import UserError
+from .safetext import markdown, printable
 
 
 def class_names(rows: list[dict]) -> tuple[str, ...]:
@@ -41,6 +44,7 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
     if not rows:
         raise UserError(f"{out}: the store has no finished runs yet")
     table = comparison(rows)
+    notes: list[str] = []  # what the report had to leave out, and why
     by_exp = {e["experiment"]: [histories[i] for i in e["run_ids"] if histories[i]] for e in table}
     by_exp = {k: v for k, v in by_exp.items() if v}
     # figs: section -> [(name, caption that adds to the section title, PNG bytes)]
@@ -76,28 +80,46 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
                               f"{best['test_acc']:.4f} (colour: log count)",
                               plots.png(plots.confusion_plot(metrics["confusion_matrix"],
                                                              class_names(rows), title)))]
-        errors = store.run_dir(out, best["run_id"]) / "errors.safetensors"
-        if errors.is_file():
-            g = store.read_tensors(errors)
-            captions = [f"{y} → {p}" for y, p in zip(g["labels"].tolist(), g["preds"].tolist(),
-                                                      strict=True)]
+        gallery = _gallery(store.run_dir(out, best["run_id"]) / "errors.safetensors", notes,
+                           lambda g: [f"{y} → {p}" for y, p in zip(g["labels"].tolist(),
+                                                                   g["preds"].tolist(), strict=True)])
+        if gallery:
+            images, captions = gallery
             wrong = round((1 - best["test_acc"]) * n_test)
             figs["gallery"] = [(title, f"the first {len(captions)} of its {wrong} errors, "
                                 "labelled true → predicted", plots.png(plots.gallery_plot(
-                                    g["images"].numpy(), captions, title)))]
+                                    images, captions, title)))]
     for e in table:  # the first augmented configuration (in rank order): what its nets saw
         aug = [store.run_dir(out, i) / "augmented.safetensors" for i in e["run_ids"]]
         aug = [p for p in aug if p.is_file()]
-        if aug:
-            g = store.read_tensors(aug[0])
+        gallery = aug and _gallery(aug[0], notes, lambda g: [f"label {y}" for y in g["labels"].tolist()])
+        if gallery:
             figs["augmented"] = [(e["experiment"], f"{e['experiment']}: three random draws of "
                                   "the first 12 training digits", plots.png(plots.gallery_plot(
-                                      g["images"].numpy(), [f"label {y}" for y in g["labels"].tolist()],
-                                      e["experiment"], cols=12, color="black")))]
+                                      *gallery, e["experiment"], cols=12, color="black")))]
             break
     return {"table": table, "rows": table_rows(table), "figs": figs, "runs": len(rows),
             "devices": sorted({r["device"] or "?" for r in rows}), "best": best,
-            "histories": by_exp}
+            "histories": by_exp, "notes": notes}
+
+
+def _gallery(path: Path, notes: list[str], captions) -> tuple | None:
+    """(images [n, side²] uint8, captions) from a stored gallery file, or None with a note in
+    the report when it is damaged (the rest of the report is made without it)."""
+    if not path.is_file():
+        return None
+    try:
+        g = store.read_tensors(path)
+        images, labels = g["images"].numpy(), g["labels"]
+        side = round(images.shape[1] ** 0.5) if images.ndim == 2 else 0
+        if not side or side * side != images.shape[1] or len(labels) != len(images) \
+                or labels.ndim != 1 or not 0 < len(images) <= 1000:
+            raise ValueError(f"images of shape {list(images.shape)}, {len(labels)} labels")
+        return images, captions(g)
+    except (UserError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        notes.append(f"{path.parent.name}/{path.name} is damaged and left out "
+                     f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
+        return None
 
 
 def search_log(out: Path) -> dict | None:
@@ -146,26 +168,41 @@ def best_run(table: list[dict], rows: list[dict]) -> dict | None:
     return max(cands, key=lambda r: r["val_acc"])
 
 
-def write_report(out: str | Path, run_ids: list[str] | None = None) -> dict[str, Path]:
-    """OUT/report.html (self-contained: images inline), OUT/report.md (+ OUT/report_files/),
-    and OUT/plots/<experiment>.png + overlay.png."""
+def write_report(out: str | Path, run_ids: list[str] | None = None,
+                 to: str | Path | None = None) -> dict:
+    """report.html (self-contained: images inline), report.md (+ report_files/) and
+    plots/<experiment>.png + overlay.png, into OUT or into `to` (a folder, created if needed:
+    where OUT cannot be written, e.g. read-only media). No link inside that folder is followed.
+    Returns the paths ("html", "md") and "notes": what had to be left out (a damaged file)."""
     out = Path(out)
+    dest = Path(to) if to is not None else out
     rep = build(out, run_ids)
+    try:
+        _write_files(dest, rep)
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise UserError(f"cannot write the report into {dest} ({e.strerror}); write it elsewhere: "
+                        f"mlplab report {out} --to DIR") from None
+    return {"html": dest / "report.html", "md": dest / "report.md", "notes": rep["notes"]}
+
+
+def _write_files(dest: Path, rep: dict) -> None:
     # The notebook's figures as plain files: train vs validation loss per experiment + overlay.
     for name, hs in rep["histories"].items():
-        store.write_bytes_atomic(out / "plots" / f"{plots.slug(name)}.png",
-                                 plots.png(plots.loss_plot(name, hs)))
-    store.write_bytes_atomic(out / "plots" / "overlay.png", plots.png(
-        plots.overlay_plot("validation loss, every experiment", rep["histories"])))
-    files = out / "report_files"
-    for old in files.glob("*.png"):  # figures of an earlier report must not linger
-        old.unlink()
+        store.write_bytes_atomic(dest / "plots" / f"{plots.slug(name)}.png",
+                                 plots.png(plots.loss_plot(name, hs)), root=dest)
+    store.write_bytes_atomic(dest / "plots" / "overlay.png", plots.png(
+        plots.overlay_plot("validation loss, every experiment", rep["histories"])), root=dest)
+    with safefs.folder(dest, ("report_files",)) as fd:  # an earlier report's figures must go
+        for old in os.listdir(fd):
+            if old.endswith(".png"):
+                safefs.remove(fd, old)
     md_images: dict[str, list[tuple[str, str]]] = {}
     for section, items in rep["figs"].items():
         for i, (name, caption, data) in enumerate(items):
-            path = files / f"{section}-{i:02d}-{plots.slug(name)}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            store.write_bytes_atomic(path, data)
+            path = dest / "report_files" / f"{section}-{i:02d}-{plots.slug(name)}.png"
+            store.write_bytes_atomic(path, data, root=dest)
             md_images.setdefault(section, []).append((caption, f"report_files/{path.name}"))
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(
@@ -173,15 +210,17 @@ def write_report(out: str | Path, run_ids: list[str] | None = None) -> dict[str,
     b64 = {s: [(c, base64.b64encode(d).decode()) for _, c, d in items] for s, items in rep["figs"].items()}
     created = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     html = template.render(rep=rep, figs=b64, table_html=Markup(html_table(rep["table"])),
-                           out=str(out), created=created)
-    store.write_text_atomic(out / "report.html", html)
-    store.write_text_atomic(out / "report.md", _markdown(rep, md_images, created))
-    return {"html": out / "report.html", "md": out / "report.md"}
+                           out=printable(dest), created=created)
+    store.write_text_atomic(dest / "report.html", html, root=dest)
+    store.write_text_atomic(dest / "report.md", _markdown(rep, md_images, created), root=dest)
 
 
 def _markdown(rep: dict, images: dict[str, list[tuple[str, str]]], created: str) -> str:
-    parts = [f"# mlplab report\n\n{rep['runs']} runs on {', '.join(rep['devices'])}, {created}.\n",
+    """report.md: every piece of user text escaped (no HTML, links or table breaks)."""
+    devices = markdown(", ".join(rep["devices"]))
+    parts = [f"# mlplab report\n\n{rep['runs']} runs on {devices}, {created}.\n",
              "## Comparison\n", markdown_table(rep["rows"]), f"\n{FOOTER}\n"]
+    parts += [f"Note: {markdown(n)}\n" for n in rep["notes"]]
     titles = {"search": "Search: successive halving",
               "curves": "Learning curves", "overlays": "Overlays", "params": "Accuracy vs size",
               "confusion": "Best model: confusion matrix", "gallery": "Best model: misclassified digits",
@@ -189,5 +228,5 @@ def _markdown(rep: dict, images: dict[str, list[tuple[str, str]]], created: str)
     for section, title in titles.items():
         if section in images:
             parts.append(f"## {title}\n")
-            parts += [f"![{c}]({p})\n" for c, p in images[section]]
+            parts += [f"![{markdown(c)}]({p})\n" for c, p in images[section]]
     return "\n".join(parts)

@@ -14,33 +14,27 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
-import shutil
 import sqlite3
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from . import safefs
 from .config import RunConfig
-from .errors import UserError
+from .errors import UserError, sqlite_kind
+from .safetext import csv_cell, printable
+from .storedb import SCHEMA, connect, read_db  # noqa: F401  (re-exported)
+
+log = logging.getLogger("mlplab")
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 RESULT_FIELDS = ("run_id", "experiment", "architecture", "params", "seed", "epochs_run",
                  "best_epoch", "val_loss", "val_acc", "test_loss", "test_acc", "train_seconds",
                  "status")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, architecture TEXT, params INTEGER,
-    seed INTEGER, epochs_run INTEGER, best_epoch INTEGER, val_loss REAL, val_acc REAL,
-    test_loss REAL, test_acc REAL, train_seconds REAL, status TEXT NOT NULL, device TEXT,
-    finished_at REAL, config TEXT NOT NULL, metrics TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS epochs (
-    run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, train_loss REAL,
-    train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
-    PRIMARY KEY (run_id, epoch));
-"""
 # Scalar columns of `runs` a user may filter or sort on (mlplab runs --where/--sort).
 COLUMNS = ("run_id", "experiment", "architecture", "params", "seed", "epochs_run", "best_epoch",
            "val_loss", "val_acc", "test_loss", "test_acc", "train_seconds", "status", "device",
@@ -59,43 +53,53 @@ def run_dir(out: Path, run_id: str) -> Path:
     return Path(out) / "runs" / run_id
 
 
-def connect(out: Path) -> sqlite3.Connection:
-    path = Path(out) / "mlplab.db"
-    try:
-        db = sqlite3.connect(path, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        db.execute("SELECT run_id FROM runs LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as e:
-        if "disk is full" in str(e):
-            raise  # not corrupt: the CLI says "disk full"
-        raise UserError(f"{path} is not a readable mlplab store ({e}); every finished run is also "
-                        f"in {Path(out) / 'runs'}/: move mlplab.db aside and run again to rebuild "
-                        "it from them") from None
-    return db
+# What a run writes directly in OUT, and the folders whose entries it writes: a link at any of
+# them stops a run before it trains (safefs refuses it at the write too).
+OUT_NAMES = ("mlplab.db", "mlplab.db-wal", "mlplab.db-shm", "mlplab.db-journal", "results.csv",
+             "search.json", "report.html", "report.md", "plots", "report_files")
+OUT_FOLDERS = ("runs", "checkpoints")
 
 
 def open_store(out: str | Path) -> sqlite3.Connection:
-    """Open (creating) OUT's store for writing: delete temporary leftovers of a crashed run and
-    import complete run folders that never reached the database."""
+    """Open (creating) OUT's store for writing: refuse links planted in OUT, delete temporary
+    leftovers of a crashed run (and of killed checkpoint writes), and import complete run
+    folders that never reached the database (a damaged one is skipped with a warning)."""
     out = Path(out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    db = connect(out)
-    for leftover in (out / "runs").glob(".*.tmp*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    known = {r[0] for r in db.execute("SELECT run_id FROM runs")}
-    for folder in sorted((out / "runs").iterdir()):
-        if folder.name in known or not folder.is_dir():
-            continue
-        if not (folder / "metrics.json").is_file():
-            continue  # not a finished run: it is trained again, and its folder replaced then
-        run = read_run(folder)
-        if run["config"].run_id == folder.name:  # else not ours to import: left untouched
-            _insert(db, run["config"], run["history"], run["metrics"])
-    db.commit()
+    out.mkdir(parents=True, exist_ok=True)
+    safefs.refuse_links(out, OUT_NAMES, OUT_FOLDERS)
+    with safefs.folder(out) as fd:
+        safefs.remove_temporaries(fd)  # results.csv, search.json, … of a killed process
+    with safefs.folder(out, ("runs",)) as fd:
+        db = connect(out)
+        safefs.remove_temporaries(fd, any_pid=True)  # the caller holds OUT's lock
+        if os.path.isdir(out / "checkpoints"):
+            with safefs.folder(out, ("checkpoints",)) as ck:
+                safefs.remove_temporaries(ck, any_pid=True)
+        known = finished_ids(db)
+        for name in sorted(os.listdir(fd)):
+            if name not in known and not name.startswith("."):
+                _import(db, out / "runs" / name)
     return db
+
+
+def _import(db: sqlite3.Connection, folder: Path) -> None:
+    """Import a complete run folder that missed the database; a damaged one is skipped with a
+    warning (it is trained again if the suite asks for it), never blocking the others."""
+    if not folder.is_dir() or not (folder / "metrics.json").is_file():
+        return  # not a finished run: it is trained again, and its folder replaced then
+    try:
+        run = read_run(folder)
+        if run["config"].run_id != folder.name:
+            return  # not ours to import: left untouched
+        _insert(db, run["config"], run["history"], run["metrics"])
+        db.commit()
+    except (UserError, sqlite3.Error, OverflowError, ValueError, TypeError, KeyError) as e:
+        db.rollback()
+        if sqlite_kind(e) == "full":
+            raise
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        log.warning("%s", printable(f"skipped run folder {folder} (cannot import it: {why}); it is "
+                                    "trained again if a suite asks for it"))
 
 
 def finished_ids(db: sqlite3.Connection) -> set[str]:
@@ -104,59 +108,71 @@ def finished_ids(db: sqlite3.Connection) -> set[str]:
 
 def _csv_text(rows: list[dict], fields: tuple[str, ...]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
+    write_csv(buf, rows, fields)
     return buf.getvalue()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except BaseException:  # disk full, Ctrl-C: no temporary file is left behind
-        tmp.unlink(missing_ok=True)
-        raise
+def write_csv(stream, rows: list[dict], fields: tuple[str, ...]) -> None:
+    """CSV of `rows` whose text cells no spreadsheet runs as a formula (safetext.csv_cell)."""
+    w = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: csv_cell(r.get(k)) for k in fields} for r in rows)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
+def write_bytes_atomic(path: Path, data: bytes, root: Path | None = None) -> None:
+    """Write via a temporary file and rename: readers never see a half-written file; no link
+    below `root` (default: the file's folder) is followed (safefs)."""
+    safefs.write_atomic(path, data, root)
+
+
+def write_text_atomic(path: Path, text: str, root: Path | None = None) -> None:
+    write_bytes_atomic(path, text.encode(), root)
 
 
 def commit_run(db: sqlite3.Connection, out: Path, cfg: RunConfig, history: list[dict],
                metrics: dict, state: dict[str, torch.Tensor],
                extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
-    """Write a finished run's folder atomically, then its database rows in one transaction."""
+    """Write a finished run's folder atomically, then its database rows in one transaction. A
+    failed insert (a value SQLite cannot hold, a full disk) removes the folder again: a folder
+    without its row never blocks a later run."""
     final = run_dir(out, cfg.run_id)
     metrics = {**metrics, "finished_at": time.time()}
-    tmp = final.with_name(f".{cfg.run_id}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _write_run_folder(tmp, cfg, history, metrics, state, extra)
-    except BaseException:  # disk full, Ctrl-C: no half-written folder is left behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():  # an unfinished leftover: it has no database row
-        shutil.rmtree(final)
-    tmp.rename(final)
-    _insert(db, cfg, history, metrics)
-    db.commit()
+    tmp = f".{cfg.run_id}.tmp{os.getpid()}"
+    with safefs.folder(out, ("runs",)) as runs:
+        safefs.remove(runs, tmp)
+        try:
+            os.mkdir(tmp, dir_fd=runs)
+            with safefs.folder(final.parent, (tmp,), create=False) as fd:
+                _write_run_folder(fd, final.parent / tmp, cfg, history, metrics, state, extra)
+            if os.path.islink(final):
+                raise safefs.link_error(final)
+            safefs.remove(runs, cfg.run_id)  # an unfinished leftover: it has no database row
+            os.rename(tmp, cfg.run_id, src_dir_fd=runs, dst_dir_fd=runs)
+        except BaseException:  # disk full, Ctrl-C: no half-written folder is left behind
+            safefs.remove(runs, tmp)
+            raise
+        try:
+            _insert(db, cfg, history, metrics)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            safefs.remove(runs, cfg.run_id)
+            raise
     return final
 
 
-def _write_run_folder(tmp: Path, cfg: RunConfig, history: list[dict], metrics: dict,
+def _write_run_folder(fd: int, tmp: Path, cfg: RunConfig, history: list[dict], metrics: dict,
                       state: dict[str, torch.Tensor], extra) -> None:
-    tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
-    (tmp / "history.csv").write_text(_csv_text(history, HISTORY_FIELDS))
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "weights.safetensors"),
-              metadata={"run_id": cfg.run_id})
+    def put(name: str, data: bytes) -> None:
+        safefs.write_new(fd, name, data, tmp / name)
+
+    put("config.json", (json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n").encode())
+    put("history.csv", _csv_text(history, HISTORY_FIELDS).encode())
+    put("weights.safetensors", save({k: v.contiguous() for k, v in state.items()},
+                                    metadata={"run_id": cfg.run_id}))
     for name, tensors in (extra or {}).items():
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        put(f"{name}.safetensors", save({k: v.contiguous() for k, v in tensors.items()}))
+    put("metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())  # last: it marks a finished run
 
 
 def _insert(db: sqlite3.Connection, cfg: RunConfig, history: list[dict], metrics: dict) -> None:
@@ -191,14 +207,6 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: unreadable or corrupt safetensors file ({e})") from None
 
 
-def read_db(out: str | Path) -> sqlite3.Connection:
-    """Open an existing store for reading (reports, queries)."""
-    path = Path(out) / "mlplab.db"
-    if not path.is_file():
-        raise UserError(f"{out}: no mlplab.db here; run `mlplab run SUITE --out {out}` first")
-    return connect(Path(out))
-
-
 def rows(db: sqlite3.Connection, run_ids: list[str] | None = None) -> list[dict]:
     """results rows (dicts with COLUMNS + config + metrics), in finishing order or run_ids order."""
     found = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY finished_at, run_id")]
@@ -229,7 +237,7 @@ def history(db: sqlite3.Connection, run_id: str) -> list[dict]:
 
 def write_results(out: Path, result_rows: list[dict]) -> Path:
     path = Path(out) / "results.csv"
-    write_text_atomic(path, _csv_text(result_rows, RESULT_FIELDS))
+    write_text_atomic(path, _csv_text(result_rows, RESULT_FIELDS), root=Path(out))
     return path
 
 
