@@ -133,7 +133,7 @@ def test_a_huge_grid_is_refused_before_it_is_expanded(monkeypatch):
 
 def test_epochs_override_never_silently_loses_to_a_grid():
     s = parse_suite({"experiment": [{"name": "x", "grid": {"epochs": [1, 2]}}]}, "g")
-    with pytest.raises(UserError, match="--epochs: the grid of 'x' sets epochs itself"):
+    with pytest.raises(UserError, match="epochs: the grid of 'x' sets epochs itself"):
         apply_overrides(s, epochs=5)
 
 

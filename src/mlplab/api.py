@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import compare, plots, report, store
 from .config import RUN_FIELDS
 from .errors import UserError
+from .inputs import check_path, check_run_options
 from .suite import Suite, apply_overrides, load_suite, parse_suite
 from .trained import Run
 
@@ -60,12 +61,17 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     a log), False shows nothing, a callable receives the raw progress events.
     workers / cluster: train the groups on a local Dask cluster / an existing scheduler (a tls://
     one with `security`, a `distributed.security.Security`). checkpoint_every: seconds between a
-    group's epoch checkpoints (0: every epoch; None: none), from which an interrupted run resumes."""
+    group's epoch checkpoints (0: every epoch; inf: only at halving rungs; None: none), from
+    which an interrupted run resumes. A bad argument raises UserError before anything is
+    written."""
     from . import sweep
     from .progress import progress_view
 
-    only = (only,) if isinstance(only, str) else tuple(only or ())
-    s = apply_overrides(as_suite(suite), epochs=epochs, seeds=seeds, only=only)
+    check_path(out, "out")
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise UserError(f"progress must be True, False or a callable receiving events, got {progress!r}")
+    check_run_options(device, workers, cluster, checkpoint_every, data_dir)
+    s = apply_overrides(as_suite(suite), epochs=epochs, seeds=seeds, only=_names(only, "only"))
     temporary = out is None
     folder = Path(tempfile.mkdtemp(prefix="mlplab-")) if temporary else Path(out)
     try:
@@ -82,7 +88,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
 
 def load(out: str | Path, experiments: list[str] | None = None) -> Results:
     """The Results stored in a results folder (written by `mlplab run` or `mlplab.run`)."""
-    res = Results(Path(out))
+    res = Results(out)
     if experiments:
         res = res.filter(experiments)
     return res
@@ -93,7 +99,7 @@ class Results:
 
     def __init__(self, out: str | Path, run_ids: list[str] | None = None, name: str | None = None,
                  temporary: bool = False):
-        self.out = Path(out)
+        self.out = Path(check_path(out, "out", required=True))
         self._rows, self._hist = store.snapshot(self.out, run_ids)  # UserError: no store
         self.name = name or self.out.name
         self._temporary = temporary
@@ -117,7 +123,7 @@ class Results:
 
     def filter(self, experiments: str | list[str]) -> Results:
         """Only the runs of these configurations (names as in `table()`)."""
-        names = [experiments] if isinstance(experiments, str) else list(experiments)
+        names = list(_names(experiments, "experiments"))
         ids = {e["experiment"]: e["run_ids"] for e in self._comparison()}
         missing = [n for n in names if n not in ids]
         if missing:
@@ -228,7 +234,7 @@ class Results:
 
     def save(self, folder: str | Path) -> Results:
         """Copy this results folder (a temporary one, say) to `folder`; its Results."""
-        dest = Path(folder)
+        dest = Path(check_path(folder, "folder", required=True))
         if dest.exists() and any(dest.iterdir()):
             raise UserError(f"{dest}: exists and is not empty")
         shutil.copytree(self.out, dest, dirs_exist_ok=True)
@@ -271,6 +277,16 @@ class Results:
 
     def _run(self, run: str | None) -> Run:
         return self.best() if run is None else self[run]
+
+
+def _names(value: Any, param: str) -> tuple[str, ...]:
+    """A name or a list of names (None: none) as a tuple; anything else a UserError."""
+    if value is None:
+        return ()
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{param} must be a name or a list of names, got {value!r}")
+    return tuple(names)
 
 
 def _cell(v: Any) -> Any:

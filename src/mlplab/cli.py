@@ -46,8 +46,8 @@ def list_cmd() -> None:
 @click.argument("suite", default="quick")
 @click.option("--out", "out", default="out", show_default=True, type=click.Path(),
               help="results folder (runs/, results.csv, plots/)")
-@click.option("--epochs", type=int, help="override every experiment's epochs")
-@click.option("--seeds", type=int, help="number of seeds (0..N-1) per configuration")
+@click.option("--epochs", type=click.IntRange(min=1), help="override every experiment's epochs")
+@click.option("--seeds", type=click.IntRange(min=1), help="number of seeds (0..N-1) per configuration")
 @click.option("--only", multiple=True, help="run only this experiment (repeatable)")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]))
@@ -57,7 +57,9 @@ def list_cmd() -> None:
 @click.option("--workers", type=click.IntRange(min=1),
               help="start a local Dask cluster of N worker processes")
 @click.option("--checkpoint-every", default=60.0, show_default=True, type=click.FloatRange(min=0),
-              help="seconds between a group's epoch checkpoints (0: every epoch)")
+              callback=lambda ctx, p, v: _not_nan(v),
+              help="seconds between a group's epoch checkpoints (0: every epoch, inf: only at "
+                   "halving rungs)")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
               help="CA certificate (PEM) of a tls:// Dask scheduler")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="client certificate (PEM)")
@@ -253,6 +255,13 @@ def reproduce_cmd(run, out, device, as_json) -> None:
         table.add_row(k, f"{v:.6g}", f"{result['new'][k]:.6g}", f"{result['diff'][k]:+.3g}")
     console.print(table)
     console.print(pr.describe(result), highlight=False, markup=False)
+
+
+def _not_nan(value: float) -> float:
+    if value != value:  # click's FloatRange lets NaN through (every comparison with it is false)
+        raise click.BadParameter("nan is not a number of seconds (0: every epoch, inf: only at "
+                                 "halving rungs)")
+    return value
 
 
 def _class_names(cfg) -> tuple[str, ...]:

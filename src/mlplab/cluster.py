@@ -50,12 +50,18 @@ def tls_security(ca: str | None, cert: str | None, key: str | None):
 def plain_tcp_warning(address: str) -> str | None:
     """A warning for an unencrypted scheduler that is not on this machine: whoever reaches it can
     run code on its workers (and read what they send)."""
+    import ipaddress
+
     scheme, _, rest = address.rpartition("://")
     host = rest.rsplit(":", 1)[0].strip("[]")
-    if scheme in ("", "tcp") and not (host in ("localhost", "::1") or host.startswith("127.")):
-        return (f"warning: {address} is plain tcp to another machine: anyone who can reach that "
-                "scheduler can run code on its workers; use a tls:// scheduler "
-                "(--tls-ca/--tls-cert/--tls-key)")
+    try:  # only a loopback address is this machine: "127.evil.example" is a host name
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if scheme in ("", "tcp", "ws") and not local:  # ws:// is unencrypted too
+        return (f"warning: {address} is unencrypted ({scheme or 'tcp'}://) to another machine: "
+                "anyone who can reach that scheduler can run code on its workers; use a tls:// "
+                "scheduler (--tls-ca/--tls-cert/--tls-key)")
     return None
 
 

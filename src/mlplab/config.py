@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from pydantic import (
 
 from .errors import UserError
 from .group import Augmentation, GroupSettings, group_settings  # noqa: F401  (re-exported)
+from .inputs import MAX_SEED, explain  # noqa: F401  (explain re-exported)
 
 # Names are checked here (not imported from model/optim/data) so that validating a config never
 # imports torch; tests assert these lists equal the registries' keys.
@@ -48,25 +50,46 @@ DEFAULT_INIT = {"relu": "he_normal", "gelu": "he_normal", "elu": "he_normal", "s
                 "leaky_relu": "he_normal", "selu": "lecun_normal"}
 
 
-class Frozen(BaseModel):
+class _UserErrors(type(BaseModel)):  # pydantic's model metaclass
+    """`RunConfig(lr="x")`, `Suite(...)` called from Python: a bad value is a UserError naming
+    the field, as from a suite file. (Only direct construction: model_validate, which the
+    library's own paths use, keeps pydantic's ValidationError; an overridden __init__ would
+    be called by those too.)"""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as e:
+            raise UserError(f"{cls.__name__}: {explain(e)}") from None
+
+
+class Frozen(BaseModel, metaclass=_UserErrors):
     # no inf/nan in any float (lr = inf is a typo, not a setting)
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+ARCHITECTURE = re.compile(r"[0-9]+(?:-[0-9]+)*", re.ASCII)
+MAX_WIDTH = 10**12  # far beyond any memory; keeps the arithmetic on widths small
+
+
 def parse_architecture(text: str, n_in: int = 784, n_out: int = 10) -> tuple[int, ...]:
     """'784-512-256-10' or hidden sizes only '512-256' ('784-10': no hidden layer) -> full layer
-    widths."""
+    widths. Only ASCII digits and '-' (spaces are ignored): Python's int() would also read
+    full-width or other scripts' digits, giving one architecture several spellings and run ids."""
     text = str(text).replace(" ", "")
     if not text:
         raise ValueError("architecture is empty; give widths joined by '-', e.g. '784-512-256-10' "
                          "or '512-256' (hidden sizes), or '784-10' for no hidden layer")
-    parts = text.split("-")
-    try:
-        widths = tuple(int(p) for p in parts)
-    except ValueError:
+    if not ARCHITECTURE.fullmatch(text):
         raise ValueError(
-            f"architecture {text!r} must be widths joined by '-', e.g. '784-512-256-10' or '512-256'"
-        ) from None
+            f"architecture {text!r} must be widths joined by '-', written with the digits 0-9, "
+            "e.g. '784-512-256-10' or '512-256'")
+    parts = text.split("-")
+    if any(len(p.lstrip("0")) > 13 for p in parts):  # int() of thousands of digits is slow, then fails
+        raise ValueError(f"architecture {text[:40]!r}: a width is over {MAX_WIDTH:,}")
+    widths = tuple(int(p) for p in parts)
+    if any(w > MAX_WIDTH for w in widths):
+        raise ValueError(f"architecture {text!r}: a width is over {MAX_WIDTH:,}")
     if any(w <= 0 for w in widths):
         raise ValueError(f"architecture {text!r}: every width must be a positive integer")
     if len(widths) >= 2 and widths[0] == n_in and widths[-1] == n_out:
@@ -75,7 +98,15 @@ def parse_architecture(text: str, n_in: int = 784, n_out: int = 10) -> tuple[int
 
 
 class RunConfig(Frozen):
-    """Everything that determines one training run, seed included. Its hash is the run id."""
+    """Everything that determines one training run, seed included. Its hash is the run id.
+
+    Strict types: a whole number where one is needed (not true, 2.0 or "2"), a number where a
+    number is (an int is fine: TOML writes lr = 1 as one), true/false for switches, text for
+    names. A bad value raises UserError (from Python too) naming the field and what is allowed."""
+
+    # strict: no lax coercion (batch_size = true is not 1, lr = "0.01" is not a number); ints
+    # are still accepted where a float is, and stored as floats (so run ids are unchanged)
+    model_config = ConfigDict(strict=True)
 
     name: str = "run"
     # data
@@ -95,6 +126,10 @@ class RunConfig(Frozen):
     bn_position: Literal["before", "after"] = "after"
     bn_momentum: float = Field(0.99, gt=0, lt=1)  # Keras convention: moving = m*moving + (1-m)*batch
     bn_epsilon: float = Field(1e-3, gt=0)  # the norm layer's epsilon (batch or layer; Keras' 1e-3)
+    # BatchNorm statistics used to evaluate: "keras" (the moving averages, as Keras) or "precise"
+    # (recomputed over the training split with the final weights, PreciseBN; precise_bn.py).
+    # No effect without BatchNorm; not a group setting (only the evaluation differs)
+    bn_eval: Literal["keras", "precise"] = "keras"
     residual: StrictBool = False  # identity skip around every hidden block of equal widths
     dropout: float = Field(0.0, ge=0, lt=1)
     init: str | None = None  # hidden layers; None: chosen by activation (DEFAULT_INIT, else glorot_uniform)
@@ -133,16 +168,17 @@ class RunConfig(Frozen):
     epochs: int = Field(10, gt=0)
     patience: int | None = Field(None, gt=0, description="early stopping on val_loss; None = off")
     restore_best: StrictBool = True
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="before")
     @classmethod
     def _synonyms(cls, data: Any) -> Any:
         """norm <-> batch_norm and norm_position <-> bn_position: one meaning, both spellings
-        filled in; a contradiction is an error, not a guess."""
+        filled in; a contradiction is an error, not a guess. numpy scalars (a grid built with
+        np.linspace) become the Python numbers they hold."""
         if not isinstance(data, dict):
             return data
-        data = dict(data)
+        data = {k: _plain(v) for k, v in data.items()}
         bn, norm = data.get("batch_norm"), data.get("norm")
         if isinstance(bn, bool):  # anything else: StrictBool says what is wrong
             if norm is None:
@@ -188,11 +224,12 @@ class RunConfig(Frozen):
     def _output_init(cls, v: str) -> str:
         return _one_of("output_init", v, INITIALIZER_NAMES)
 
-    @field_validator("init_stddev")
+    @field_validator("init_stddev", mode="before")
     @classmethod
     def _stddev(cls, v):
         values = v if isinstance(v, list) else [v]
-        if not values or any(not math.isfinite(s) or s <= 0 for s in values):
+        if not values or any(isinstance(s, bool) or not isinstance(s, int | float)
+                             or not math.isfinite(s) or s <= 0 for s in values):
             raise ValueError("init_stddev must be a positive number or a non-empty list of them")
         return v
 
@@ -287,6 +324,13 @@ class RunConfig(Frozen):
         return self.augmentation.on
 
 
+def _plain(v: Any) -> Any:
+    """A numpy scalar (or a list of them) as the Python value it holds; anything else as is."""
+    if type(v).__module__ == "numpy" and hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        return v.item()
+    return [_plain(x) for x in v] if isinstance(v, list) else v
+
+
 def check_dataset_name(name: str) -> str:
     """A registered name, or "[LAYOUT:]PATH" to data in a supported layout (read when loaded)."""
     layout, sep, rest = name.partition(":")
@@ -313,13 +357,3 @@ def validate_run(values: dict[str, Any], where: str) -> RunConfig:
         return RunConfig.model_validate(values)
     except ValidationError as e:
         raise UserError(f"{where}: {explain(e)}") from None
-
-
-def explain(e: ValidationError) -> str:
-    """pydantic's first error as one line: the field path, the problem, the value given."""
-    err = e.errors()[0]
-    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        return f"unknown key {path!r}; allowed keys: {', '.join(RUN_FIELDS)}"
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{path}: {msg} (got {err.get('input')!r})"

@@ -16,7 +16,7 @@ import base64
 import html
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -63,6 +63,7 @@ class Inspection:
     balance: dict[str, list[int]]
     notes: tuple[str, ...]
     _samples: np.ndarray  # uint8 [classes, per_class, H, W] (blank where a class has fewer)
+    _png: bytes | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         h, w = self.shape
@@ -98,9 +99,12 @@ class Inspection:
         return fig
 
     def png(self) -> bytes:
-        buf = io.BytesIO()
-        self.figure().savefig(buf, format="png", dpi=100)
-        return buf.getvalue()
+        """The sample grid as PNG bytes (drawn once)."""
+        if self._png is None:
+            buf = io.BytesIO()
+            self.figure().savefig(buf, format="png", dpi=100)
+            self._png = buf.getvalue()
+        return self._png
 
     def _repr_png_(self) -> bytes:
         return self.png()

@@ -92,7 +92,8 @@ def _find_idx(root, entries, transposed):
     roles = _pairs(files, "IDX", root) if files else None
     if roles is None:
         return None
-    emnist = transposed or any("emnist" in p.name.lower() for ps in roles.values() for p in ps)
+    emnist = transposed if transposed is not None else any(
+        "emnist" in p.name.lower() for ps in roles.values() for p in ps)
     return Found("emnist" if emnist else "idx", root, roles)
 
 
@@ -152,7 +153,7 @@ def locate(name: str) -> Found:
         raise UserError(f"dataset {name!r}: no such file or folder (nor files starting with "
                         f"{prefix!r} in {root})")
     finders = {
-        "idx": lambda: _find_idx(root, entries, layout == "emnist"),
+        "idx": lambda: _find_idx(root, entries, {"emnist": True, "idx": False}.get(layout)),
         "npz": lambda: _find_npz(root, entries),
         "csv": lambda: _find_tables(root, entries, "csv"),
         "parquet": lambda: _find_tables(root, entries, "parquet"),

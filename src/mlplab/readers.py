@@ -98,8 +98,8 @@ def _read_npz(found: Found) -> Raw:
 def _read_tables(found: Found) -> Raw:
     reader = tables.read_csv if found.layout == "csv" else tables.read_parquet
 
-    def whole(paths, label):
-        parts = [reader(p, label) for p in paths]
+    def whole(paths, label, width=None):
+        parts = [reader(p, label, width) for p in paths]
         for p, part in zip(paths[1:], parts[1:], strict=True):
             if part.shape != parts[0].shape or (part.y is None) != (parts[0].y is None):
                 raise UserError(f"{p}: images of {part.shape[0]}×{part.shape[1]}, {paths[0]} has "
@@ -111,7 +111,7 @@ def _read_tables(found: Found) -> Raw:
     ytr = to_labels(train.y, str(found.files["train"][0]))
     notes, xte = [], None
     if "test" in found.files:
-        test = whole(found.files["test"], "optional")
+        test = whole(found.files["test"], "optional", train.x.shape[1])  # a label if one more
         _same_shape(train.shape, test.shape, found.root)
         if test.y is None:
             notes.append(f"{found.files['test'][0].name} has no labels (a Kaggle test file): not used "

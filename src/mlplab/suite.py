@@ -26,17 +26,17 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import math
-import os
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from .config import RUN_FIELDS, Frozen, RunConfig, validate_run
 from .errors import UserError
+from .inputs import check_name, check_seed, check_text
+from .overrides import apply_overrides, check_size, count_runs, max_runs, seed_list  # noqa: F401
 from .search import SearchSpec, parse_search, parse_space, sample
 
 
@@ -46,6 +46,11 @@ class Experiment(Frozen):
     name: str
     settings: dict[str, Any]
     grid: dict[str, list[Any]] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "experiment")
 
 
 class Suite(Frozen):
@@ -66,6 +71,20 @@ class Suite(Frozen):
     defaults: dict[str, Any] = {}
     search: SearchSpec | None = None
     space: dict[str, dict[str, list[Any]]] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "suite")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise UserError("suite: seeds must not be empty")
+        for s in v:
+            check_seed(s, "suite")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -89,7 +108,7 @@ class Suite(Frozen):
         """Every run config of the suite (seed 0 placeholder replaced per seed by `cells`):
         experiments x grid x random samples. A sample's name carries its number and values:
         'search #3[lr=0.0012,dropout=0.31]'."""
-        out = []
+        out, made_by = [], {}
         draws = sample(self.space, self.samples, self.search.seed) if self.space else [{}]
         for exp in self.experiments:
             grid = {**self.grid, **exp.grid}
@@ -101,6 +120,12 @@ class Suite(Frozen):
                     suffix = ",".join(f"{k}={_short(v)}" for k, v in {**chosen, **drawn}.items())
                     name = exp.name + (f" #{i + 1}" if self.space else "")
                     name = f"{name}[{suffix}]" if suffix else name
+                    if name in made_by:  # one run id for two runs: a folder would be replaced
+                        raise UserError(
+                            f"suite {self.name}: experiments {made_by[name]!r} and {exp.name!r} "
+                            f"both make a run named {name!r} (a grid adds its values to a name); "
+                            "rename one of them")
+                    made_by[name] = exp.name
                     out.append(validate_run({**values, "name": name}, f"experiment {exp.name!r}"))
         return out
 
@@ -130,13 +155,9 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
     unknown = sorted(set(data) - set(SUITE_KEYS))
     if unknown:
         raise UserError(f"suite {name}: unknown key {unknown[0]!r}; allowed: {', '.join(SUITE_KEYS)}")
-    seeds = data.get("seeds", 1)
-    if isinstance(seeds, bool) or not (
-        (isinstance(seeds, int) and seeds > 0)
-        or (isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds))
-    ):
-        raise UserError(f"suite {name}: seeds must be a positive count or a list of seeds >= 0")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(dict.fromkeys(seeds))
+    name = check_name(data.get("name", name), f"suite {name}", "the suite's name")
+    description = check_text(data.get("description", ""), f"suite {name}", "description")
+    seeds = seed_list(data.get("seeds", 1), f"suite {name}")
     defaults = _table(data.get("defaults", {}), f"suite {name}: defaults")
     _check_keys(defaults, f"suite {name}: defaults")
     grid = _grid(data.get("grid", {}), f"suite {name}: grid")
@@ -150,7 +171,7 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
                         "distributions, e.g. [space] lr = { log_uniform = [1e-4, 1e-2] }")
     raw = data.get("experiment")
     if raw is None and space:  # a search may be all space: one experiment, named after the suite
-        raw = [{"name": str(data.get("name", name))}]
+        raw = [{"name": name}]
     if raw is None:
         raise UserError(f"suite {name}: no experiment to run; add at least one [[experiment]] table "
                         "with a name, e.g. [[experiment]] name = \"2-hidden\" architecture = \"512-256\"")
@@ -163,6 +184,7 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
         exp_name = item.get("name")
         if not isinstance(exp_name, str) or not exp_name.strip():
             raise UserError(f"{where}: every experiment needs a non-empty 'name'")
+        check_name(exp_name, where)
         if exp_name in seen:
             raise UserError(f"{where}: experiment name {exp_name!r} is used twice")
         seen.add(exp_name)
@@ -175,27 +197,12 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
             raise UserError(f"{where} ({exp_name}): {both[0]!r} is both sampled ([space]) and set "
                             "here or in a grid; remove one of them")
     suite = Suite.model_validate({
-        "name": str(data.get("name", name)), "description": str(data.get("description", "")),
-        "seeds": seed_list, "experiments": experiments, "grid": grid, "defaults": defaults,
+        "name": name, "description": description,
+        "seeds": seeds, "experiments": experiments, "grid": grid, "defaults": defaults,
         "search": search, "space": space, "_parsed": True})
     check_size(suite)  # before expanding: a million-cell grid is refused at once
     suite.runs()  # validate every run now: nothing starts on a bad suite
     return suite
-
-
-def max_runs() -> int:
-    """The largest plan a suite may expand to (MLPLAB_MAX_RUNS, default 10,000)."""
-    try:
-        return int(os.environ.get("MLPLAB_MAX_RUNS", "10000"))
-    except ValueError:
-        raise UserError(f"MLPLAB_MAX_RUNS={os.environ['MLPLAB_MAX_RUNS']!r} is not a whole number") from None
-
-
-def count_runs(suite: Suite) -> tuple[int, int]:
-    """(configurations, runs) without expanding anything."""
-    configs = suite.samples * sum(math.prod(len(v) for v in {**suite.grid, **e.grid}.values())
-                                  for e in suite.experiments)
-    return configs, configs * len(suite.seeds)
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -223,14 +230,6 @@ def _grid(value: Any, where: str) -> dict[str, list[Any]]:
     return table
 
 
-def check_size(suite: Suite) -> None:
-    configs, runs = count_runs(suite)
-    if runs > max_runs():
-        raise UserError(f"suite {suite.name}: {configs:,} configurations x {len(suite.seeds)} seeds = "
-                        f"{runs:,} runs, over the limit of {max_runs():,}; shrink the grid, or raise "
-                        "the limit with MLPLAB_MAX_RUNS")
-
-
 def builtin_suites() -> dict[str, Path]:
     """Name -> path of each packaged suite."""
     folder = resources.files("mlplab") / "suites"
@@ -254,38 +253,3 @@ def load_suite(name_or_path: str) -> Suite:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"suite {path}: not valid TOML: {e}") from None
     return parse_suite(data, path.stem)
-
-
-def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | None = None,
-                    only: tuple[str, ...] = ()) -> Suite:
-    """The CLI's --epochs/--seeds/--only as a new suite (validated like the file itself)."""
-    update: dict[str, Any] = {}
-    if seeds is not None:
-        if seeds <= 0:
-            raise UserError(f"--seeds must be a positive count, got {seeds}")
-        update["seeds"] = list(range(seeds))
-    if epochs is not None:
-        if epochs <= 0:
-            raise UserError(f"--epochs must be a positive count, got {epochs}")
-        gridded = [e.name for e in suite.experiments if "epochs" in {**suite.grid, **e.grid}]
-        if gridded:  # the grid's values would win: say so rather than ignore the option
-            raise UserError(f"--epochs: the grid of {gridded[0]!r} sets epochs itself; change the "
-                            "suite's grid instead")
-        if "epochs" in suite.space:
-            raise UserError("--epochs: the suite's [space] samples epochs itself; change the space "
-                            "instead")
-        update["defaults"] = {**suite.defaults, "epochs": epochs}
-        update["experiments"] = [
-            e.model_copy(update={"settings": {**e.settings, "epochs": epochs}}) for e in suite.experiments
-        ]
-    if only:
-        names = [e.name for e in suite.experiments]
-        missing = [o for o in only if o not in names]
-        if missing:
-            raise UserError(f"--only {missing[0]!r} is not an experiment of suite {suite.name}; "
-                            f"experiments: {', '.join(names)}")
-        update["experiments"] = [e for e in update.get("experiments", suite.experiments)
-                                 if e.name in only]
-    result = suite.model_copy(update=update)
-    check_size(result)
-    return result

@@ -13,7 +13,9 @@ import torch
 from . import halving, store
 from .checkpoint import remove as remove_checkpoint
 from .config import RunConfig
+from .inputs import check_run_options
 from .lock import own
+from .memory import check_fits
 from .suite import Suite
 from .summary import param_counts
 from .train import resolve_device
@@ -53,10 +55,17 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     Either way this process is the store's only writer and commits each group as it finishes.
     checkpoint_every: seconds between a group's epoch checkpoints in OUT/checkpoints (0: every
     epoch, None: none); an interrupted group resumes from its last one."""
+    check_run_options(device, workers, cluster, checkpoint_every, data_dir)
     out = store.prepare_out(out)
     remote = bool(cluster or workers)
     dev = device if remote else str(resolve_device(device))  # a cluster's workers resolve it
-    check_data(suite.runs(), data_dir, progress)  # a dataset that does not fit stops us before OUT exists
+    # before OUT exists: a dataset that does not fit, a group that cannot fit in memory
+    sizes = check_data(suite.runs(), data_dir, progress)
+    if not cluster:  # a remote cluster's memory is its own; local workers share this machine's
+        local_dev = dev if not workers else str(resolve_device(device))
+        check_fits([list(g.cfgs) for g in plan(suite.cells(), max_group)],
+                   {d: n for d, (n, _) in sizes.items()}, local_dev, workers or 1,
+                   sum(b for _, b in sizes.values()) * (local_dev == "cuda"))
     client = local = None
     if remote:  # an unreachable scheduler, too, stops us before OUT exists
         from .cluster import connect

@@ -76,7 +76,7 @@ def plan(names: list[str], what: str, label: str,
         raise UserError(f"{what}: column {bad!r} is neither the label ({', '.join(LABEL_NAMES)}) "
                         "nor a pixel (pixelN or RxC)" if bad else f"{what}: no pixel columns")
     if width is not None and len(order) != width:
-        raise UserError(f"{what}: {len(order)} pixel columns; the model takes {width}")
+        raise UserError(f"{what}: {len(order)} pixel columns; expected {width}")
     return li, order, shape
 
 
@@ -86,7 +86,7 @@ def _headerless(n: int, what: str, label: str, width: int | None):
     has_label = label == "required" or (label == "optional" and width is not None and n == width + 1)
     order = np.arange(1 if has_label else 0, n)
     if width is not None and len(order) != width:
-        raise UserError(f"{what}: rows of {n} values; the model takes {width} pixels "
+        raise UserError(f"{what}: rows of {n} values; expected {width} pixels "
                         f"({width + 1} with a label first)")
     side = int(round(len(order) ** 0.5))
     return (0 if has_label else None), order, (side, side) if side * side == len(order) else (1, len(order))
@@ -254,7 +254,7 @@ def read_parquet(path: Path, label: str = "required", width: int | None = None) 
     if n == 0:
         raise UserError(f"{what}: no rows")
     if width is not None and shape[0] * shape[1] != width:
-        raise UserError(f"{what}: images of {shape[0]}×{shape[1]} pixels; the model takes {width}")
+        raise UserError(f"{what}: images of {shape[0]}×{shape[1]} pixels; expected {width}")
     return Part(np.stack(xs), np.concatenate(ys) if ys else None, tuple(shape),
                 _hf_classes(schema, label_col) if label_col else None)
 

@@ -13,6 +13,7 @@ from . import data as data_mod
 from .augment import augment
 from .checkpoint import Checkpointer
 from .config import RunConfig
+from .errors import UserError
 from .evaluate import logits, test_metrics
 from .group import group_settings
 from .halving import Paused
@@ -121,8 +122,18 @@ def dataset(name: str, data_dir: str | None, progress=None) -> data_mod.Dataset:
     return _DATASETS[key]
 
 
-def check_data(cfgs: list[RunConfig], data_dir: str | None, progress=None) -> None:
-    """Every configuration's dataset loads, and its images and labels fit its architecture."""
-    for cfg in {(c.dataset, c.widths, c.name): c for c in cfgs}.values():
+def check_data(cfgs: list[RunConfig], data_dir: str | None, progress=None) -> dict[str, tuple[int, int]]:
+    """Every configuration's dataset loads, its images and labels fit its architecture, and its
+    validation split leaves training images. Returns dataset -> (training images, bytes)."""
+    sizes = {}
+    for cfg in {(c.dataset, c.widths, c.name, c.validation, c.val_size): c for c in cfgs}.values():
         ds = dataset(cfg.dataset, data_dir, progress)
-        data_mod.check_fits(ds, cfg.widths, f"experiment {cfg.name!r}")
+        where = f"experiment {cfg.name!r}"
+        data_mod.check_fits(ds, cfg.widths, where)
+        n = len(ds.x_train)
+        if cfg.validation == "split" and cfg.val_size >= n:
+            raise UserError(f"{where}: val_size {cfg.val_size:,} must be below the {n:,} training "
+                            f"images of {cfg.dataset} (they are split into training and validation)")
+        sizes[cfg.dataset] = (n, sum(t.numel() * t.element_size()
+                                     for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)))
+    return sizes
