@@ -162,7 +162,8 @@ class Results:
         of validation and test accuracy and loss, n (seeds in the means) of runs, diverged and
         chance-level runs (never averaged), the epoch where successive halving pruned it (never
         ranked), Welch's p against the best and the marker the report shows ('best', '≈', 'n/a',
-        '', 'pruned at epoch 3')."""
+        '', 'pruned at epoch 3'), and bn_warning: None, or why BatchNorm's moving statistics
+        cannot be trusted and the fix (the table's ⚠)."""
         import pandas as pd
 
         recs, table = [], self._comparison()
@@ -176,7 +177,8 @@ class Results:
                 rec[key] = e[key]
                 if key not in ("train_seconds", "epochs_run"):
                     rec[f"{key}_std"] = e[f"{key}_std"]
-            rec.update({"p_vs_best": e["p"], "vs_best": e["marker"]})
+            rec.update({"p_vs_best": e["p"], "vs_best": e["marker"],
+                        "bn_warning": e["bn_warning"]})  # BatchNorm statistics not to be trusted
             recs.append(rec)
         df = pd.DataFrame.from_records(recs)
         if len(df):

@@ -13,6 +13,8 @@ from html import escape
 
 from markupsafe import Markup
 
+from .bn_honest import THRESHOLD
+from .bn_honest import warning as bn_warning
 from .config import SCALED_INITIALIZERS
 from .safetext import markdown, printable
 from .search import config_key
@@ -27,7 +29,10 @@ FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard de
           f"ended at chance level (accuracy ≤ 15% with loss near ln 10) are counted but never "
           f"averaged or ranked. Pruned (successive halving): the metrics where the configuration "
           f"stopped, never ranked against finished ones. Train s: wall time of the fused group "
-          f"the run trained in.")
+          f"the run trained in. ⚠ next to a number: its BatchNorm moving statistics saw too few "
+          f"updates to be trusted (their starting values still weigh over {THRESHOLD:.0%}): evaluate with "
+          f"bn_eval = \"precise\", train longer, or lower bn_momentum (the note under the table, "
+          f"the report and Results.table()'s bn_warning give the numbers).")
 
 
 def comparison(rows: list[dict]) -> list[dict]:
@@ -55,7 +60,7 @@ def comparison(rows: list[dict]) -> list[dict]:
                  "chance": sum(r["status"] == "chance" for r in rs), "ranked": bool(ok) and not pruned,
                  "pruned_at": max((int(r["epochs_run"]) for r in pruned), default=None),
                  "val_accs": [float(r["val_acc"]) for r in ok],
-                 "run_ids": [r["run_id"] for r in rs]}
+                 "run_ids": [r["run_id"] for r in rs], "bn_warning": _bn_warning(ok or rs)}
         for key in METRICS:
             entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in ok])
         table.append(entry)
@@ -78,6 +83,14 @@ def comparison(rows: list[dict]) -> list[dict]:
     unranked = sorted((e for e in table if not e["ranked"]),
                       key=lambda e: (-(e["pruned_at"] or 0), -(e["val_acc"] if e["n"] else -1.0)))
     return ranked + unranked
+
+
+def _bn_warning(rows: list[dict]) -> str | None:
+    """The configuration's BatchNorm warning: that of its run whose moving statistics saw the
+    fewest updates (seeds differ only where early stopping does), or None."""
+    runs = [(json.loads(r.get("config") or "{}"), json.loads(r.get("metrics") or "{}")) for r in rows]
+    runs.sort(key=lambda cm: cm[1].get("bn_updates") or 0)
+    return next((w for w in (bn_warning(c, m) for c, m in runs) if w), None)
 
 
 def _unique_names(table: list[dict]) -> None:
@@ -136,6 +149,7 @@ def table_rows(table: list[dict]) -> list[dict]:
     out, keys = [], differing(table)
     for e in table:
         n = e["n"]
+        warn = " ⚠" if e.get("bn_warning") else ""  # next to the numbers it makes doubtful
         out.append({
             # names are data: printable on a terminal (no control characters), escaped by each form
             "rank": str(e["rank"] or "–"), "experiment": printable(e["experiment"]),
@@ -143,12 +157,13 @@ def table_rows(table: list[dict]) -> list[dict]:
             "params": f"{e['params']:,}",
             "n": n_text(e),
             "epochs": "—" if not n else f"{e['epochs_run']:.0f}",
-            "val_acc": fmt(e["val_acc"], e["val_acc_std"], n),
+            "val_acc": fmt(e["val_acc"], e["val_acc_std"], n) + (warn if n else ""),
             "val_loss": fmt(e["val_loss"], e["val_loss_std"], n),
-            "test_acc": fmt(e["test_acc"], e["test_acc_std"], n),
+            "test_acc": fmt(e["test_acc"], e["test_acc_std"], n) + (warn if n else ""),
             "test_loss": fmt(e["test_loss"], e["test_loss_std"], n),
             "seconds": "—" if not n else f"{e['train_seconds']:.{0 if e['train_seconds'] >= 10 else 1}f}",
             "vs_best": e["marker"] + (_p_text(e["p"]) if e["p"] is not None else ""),
+            "bn_note": printable(f"⚠ {e['experiment']}: {e['bn_warning']}") if warn else "",
         })
     return out
 
@@ -195,8 +210,9 @@ def html_table(table: list[dict], caption: str = "") -> str:
                         else f"<td>{escape(row[k])}</td>" for k, _ in cols)
         body.append(f'<tr class="{cls}">{cells}</tr>')
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
+    notes = "".join(f'<p class="note">{escape(r["bn_note"])}</p>' for r in rows if r["bn_note"])
     return (f'<div class="mlplab-table" style="overflow-x:auto"><table class="comparison">{cap}'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}"
             f'<p class="foot" style="font-size:smaller">{escape(FOOTER)}</p></div>')
 
 
@@ -204,4 +220,5 @@ def markdown_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(t for _, t in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
     body = ["| " + " | ".join(markdown(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
+    notes = [markdown(r["bn_note"]) for r in rows if r.get("bn_note")]
+    return "\n".join([head, sep, *body, *([""] + notes if notes else [])])

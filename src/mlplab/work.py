@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import bn_honest, precise_bn
 from . import data as data_mod
 from .augment import augment
 from .checkpoint import Checkpointer
@@ -27,7 +28,9 @@ GALLERY = 36  # misclassified test digits kept per run, for the report
 def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classes: int,
                   device: torch.device) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
     """Test metrics of each member's final weights (with the summary fields of results.csv),
-    and each member's first misclassified test digits (images, labels, predictions)."""
+    and each member's first misclassified test digits (images, labels, predictions).
+    bn_eval = "precise" members get their BatchNorm statistics recomputed first (precise_bn)."""
+    precise = precise_bn.apply(results, splits, device)  # their states change: evaluated after
     model = StackedMLP([r.cfg for r in results], device)
     for i, r in enumerate(results):
         model.load_member_state(i, r.state)
@@ -46,7 +49,9 @@ def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classe
                 map(str, r.cfg.widths)), "params": total, "trainable_params": trainable,
             "seed": r.cfg.seed, "epochs_run": r.epochs_run, "best_epoch": r.best_epoch,
             "val_loss": chosen["val_loss"], "val_acc": chosen["val_acc"],
+            **precise.get(i, {}),  # precise BatchNorm statistics: their validation numbers
             **test_metrics(z[i], splits.y_test, n_classes),
+            **bn_honest.fields(r.cfg, int(chosen["epoch"]), len(splits.x_train)),
             "train_seconds": round(r.train_seconds, 3), "status": r.status, "device": str(device),
             "group": [m.cfg.run_id for m in results],  # who it trained with: reproduce needs it
         })
