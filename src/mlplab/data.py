@@ -119,17 +119,15 @@ def hold_out(y: np.ndarray, fraction: float = TEST_FRACTION,
     return np.nonzero(~mask)[0], np.nonzero(mask)[0]
 
 
-def _read_path(name: str, log: Callable[[str], None]) -> readers.Raw:
-    """A dataset at a path, through the parse cache where parsing is slow."""
+def _read_path(name: str, log: Callable[[str], None]) -> tuple[readers.Raw, str | None]:
+    """A dataset at a path, from the parse cache where parsing is slow, and the cache key under
+    which to keep it once it has passed every check (None: cached already, or not cached)."""
     found = layouts.locate(name)
     if found.layout not in datacache.CACHED:
-        return readers.read(found)
+        return readers.read(found), None
     key = datacache.key(found)
     raw = datacache.get(key, log)
-    if raw is None:
-        raw = readers.read(found)
-        datacache.put(key, raw, log)
-    return raw
+    return (raw, None) if raw is not None else (readers.read(found), key)
 
 
 def _finish(name: str, raw: readers.Raw) -> tuple[tuple[np.ndarray, ...], tuple[str, ...], list[str]]:
@@ -147,6 +145,9 @@ def _finish(name: str, raw: readers.Raw) -> tuple[tuple[np.ndarray, ...], tuple[
         notes.append("training images came sorted by class: shuffled once (seed 0)")
     if xte is None:
         tr, te = hold_out(ytr)
+        if len(te) == 0:
+            raise UserError(f"dataset {name}: {len(ytr)} images are too few to hold out a test split "
+                            "(it needs two of a class); give a test file")
         xtr, ytr, xte, yte = xtr[tr], ytr[tr], xtr[te], ytr[te]
         notes.append(f"no test split: held out {len(te):,} of {len(tr) + len(te):,} images as the "
                      f"test set (a stratified seventh, seed {HOLDOUT_SEED})")
@@ -167,8 +168,11 @@ def load(name: str, data_dir: str | Path | None = None,
         xtr, ytr, xte, yte = _arrays(files, name)
         classes, shape, layout, notes = DATASETS[name].classes, (28, 28), "idx", []
     else:
-        raw = _read_path(name, log)
+        raw, key = _read_path(name, log)
         (xtr, ytr, xte, yte), classes, notes = _finish(name, raw)
+        _check_arrays(name, xtr, ytr, xte, yte)
+        if key:
+            datacache.put(key, raw, log)  # only data that passed: a bad file is never cached
         source, shape, layout = layouts.parse_spec(name)[1].as_posix(), raw.shape, raw.layout
         for note in notes:
             log(f"dataset {name}: {note}")
