@@ -140,11 +140,15 @@ def test_bad_arguments_of_run_name_the_parameter(tmp_path, kwargs, message):
     assert not out.exists()
 
 
-def test_bad_arguments_of_load_and_results():
+def test_bad_arguments_of_load_and_results(tmp_path):
     with pytest.raises(UserError, match="out must be a path"):
         mlplab.load(42)
     with pytest.raises(UserError, match="out must be a path"):
         mlplab.load(None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="out '.*file': exists and is not a folder") as e:
+        mlplab.run("quick", tmp_path / "file", progress=False)
+    assert "--" not in str(e.value) and (tmp_path / "file").read_text() == "x"
 
 
 def test_checkpoint_every_inf_is_never_on_a_clock():

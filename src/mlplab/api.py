@@ -67,7 +67,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     from . import sweep
     from .progress import progress_view
 
-    check_path(out, "out")
+    check_path(out, "out", folder=None)
     if not (isinstance(progress, bool) or callable(progress)):
         raise UserError(f"progress must be True, False or a callable receiving events, got {progress!r}")
     check_run_options(device, workers, cluster, checkpoint_every, data_dir)

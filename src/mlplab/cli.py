@@ -275,7 +275,7 @@ def data_cmd() -> None:
 
 
 @data_cmd.command("fetch")
-@click.argument("name", type=click.Choice(sorted(data_mod.DATASETS)))
+@click.argument("name", type=click.Choice(sorted(data_mod.DATASETS)), metavar="NAME")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
               help="folder with the four IDX files")
 def data_fetch(name, data_dir) -> None:

@@ -107,15 +107,18 @@ def check_cluster(value: Any) -> str | None:
     return value
 
 
-def check_path(value: Any, param: str, folder: bool = False, required: bool = False) -> str | None:
+def check_path(value: Any, param: str, folder: bool | None = False,
+               required: bool = False) -> str | None:
     """A path given as text or a PathLike (None: not given, unless `required`); `folder`: an
-    existing folder."""
+    existing folder (None: a folder or nothing yet, as a results folder to create)."""
     if value is None and not required:
         return None
     if not isinstance(value, str | os.PathLike) or not str(value):
         raise UserError(f"{param} must be a path (text or a pathlib.Path), got {value!r}")
     if folder and not os.path.isdir(value):
         raise UserError(f"{param} {str(value)!r}: no such folder")
+    if folder is None and os.path.exists(value) and not os.path.isdir(value):
+        raise UserError(f"{param} {str(value)!r}: exists and is not a folder")
     return str(value)
 
 
