@@ -18,15 +18,15 @@ SUITE = {"seeds": 2, "defaults": {"train_size": 4000, "epochs": 3, "batch_size":
          "experiment": [{"name": f"w{w}", "architecture": f"784-{w}-10"} for w in (48, 64, 80, 96)]}
 
 
-def _kill_a_busy_worker(client, pids, killed):
-    """Wait until a worker is running a group, let it train a moment, then SIGKILL it."""
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        busy = [w for w, keys in client.processing().items() if keys]
-        if busy:
-            time.sleep(0.5)
-            os.kill(pids[busy[0]], signal.SIGKILL)
-            killed.append(busy[0])
+def _kill_a_training_worker(events, pids, killed):
+    """Wait (deadline-bounded) for a worker to report a finished epoch, then SIGKILL it: its group
+    (or the next one it took) is rescheduled and resumes from its checkpoint elsewhere."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        sent = [e["worker"] for e in list(events) if e["event"] == "epoch" and e.get("worker") in pids]
+        if sent:
+            os.kill(pids[sent[0]], signal.SIGKILL)
+            killed.append(sent[0])
             return
         time.sleep(0.05)
 
@@ -39,9 +39,10 @@ def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mn
     try:
         pids = client.run(os.getpid)
         killed: list = []
-        killer = threading.Thread(target=_kill_a_busy_worker, args=(client, pids, killed))
-        killer.start()
         events: list = []
+        killer = threading.Thread(target=_kill_a_training_worker, args=(events, pids, killed),
+                                  daemon=True)
+        killer.start()
         rows = run_suite(suite, tmp_path / "dist", cluster=cluster.scheduler_address, threads=2,
                          progress=events.append, checkpoint_every=0)  # the rescheduled group resumes
         killer.join()
@@ -92,22 +93,38 @@ def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path, mnist)
     assert plain_tcp_warning("tls://10.1.2.3:8786") is None
 
 
-def test_ctrl_c_under_workers_is_one_line(tmp_path, mnist):
+def test_ctrl_c_under_workers_is_one_line_and_saves(tmp_path, mnist):
+    """Ctrl-C in a terminal reaches the whole process group (driver and local workers): the
+    group on a worker saves its last finished epoch and the user sees only mlplab's lines."""
     import subprocess
     import sys
 
+    from mlplab.checkpoint import read_meta
+
     suite = tmp_path / "w.toml"
-    suite.write_text('name = "w"\nseeds = 2\n[defaults]\ntrain_size = 20000\nepochs = 200\n'
-                     '[[experiment]]\nname = "a"\narchitecture = "784-256-10"\n')
+    suite.write_text('name = "w"\nseeds = 2\n[defaults]\ntrain_size = 4000\nepochs = 500\n'
+                     '[[experiment]]\nname = "a"\narchitecture = "784-64-10"\n')
     proc = subprocess.Popen([sys.executable, "-m", "mlplab", "run", str(suite), "--out",
-                             str(tmp_path / "o"), "--workers", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "o").glob("mlplab.db")):
-        time.sleep(0.2)
-    time.sleep(4)  # the group is training on a worker
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("interrupted: every finished run is saved")
-    assert "WARNING" not in err and "Traceback" not in err, err[-2000:]
+                             str(tmp_path / "o"), "--workers", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300  # bounds the wait only: the signal follows an epoch line
+    while time.monotonic() < deadline and proc.poll() is None and not any(
+            "epoch 1/500" in line for line in list(lines)):
+        time.sleep(0.05)
+    assert proc.poll() is None, "".join(lines)[-2000:]
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: driver and workers
+    proc.wait(timeout=300)
+    reader.join(timeout=60)
+    err = [line.rstrip("\n") for line in lines if line.strip()]
+    assert proc.returncode == 130, err[-20:]
+    (ckpt,) = (tmp_path / "o" / "checkpoints").glob("*.safetensors")
+    epoch = read_meta(ckpt)["epoch"]
+    assert epoch >= 1
+    assert err[-1] == (f"interrupted: saved a at epoch {epoch}/500 in {tmp_path / 'o' / 'checkpoints'}"
+                       "; every finished run is saved; run the same command again to resume")
+    # every other line is mlplab's own progress: no distributed log, warning or traceback
+    mine = ("suite w:", "  1 groups submitted to", "  group 1/1  epoch ")
+    assert all(line.startswith(mine) for line in err[:-1]), err

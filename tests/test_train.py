@@ -90,7 +90,8 @@ def test_stopped_members_leave_the_group_and_the_rest_train_on_unchanged(mnist_s
     long = [small(seed=0, epochs=3), small(seed=1, epochs=3, lr=3e-3)]
     group = train_group(short + long, mnist_slice, progress=events.append)
     # after epoch 1 half of the group has stopped: the last two epochs compute two members
-    assert [e["computing"] for e in events] == [4, 2, 2]
+    # (a slow epoch also emits batch events: only epoch events count here)
+    assert [e["computing"] for e in events if e["event"] == "epoch"] == [4, 2, 2]
     assert [r.epochs_run for r in group] == [1, 1, 3, 3]
     for cfg, fused in zip(long, group[2:], strict=True):  # the fusion contract still holds
         (solo,) = train_group([cfg], mnist_slice)
@@ -161,14 +162,55 @@ def test_cuda_graph_step_matches_eager(mnist_slice):
             assert a["val_acc"] == pytest.approx(b["val_acc"], abs=2e-3)
 
 
-def test_bf16_autocast_trains_on_cpu_too(mnist_slice):
-    (r,) = train_group([small(seed=0, precision="bf16")], mnist_slice)
+def _native(monkeypatch, native: bool) -> None:
+    """Fake the bf16 capability probe (the real one reads CPU flags)."""
+    import mlplab.bf16
+
+    monkeypatch.setattr(mlplab.bf16, "native_bf16", lambda device_type: native)
+
+
+def test_bf16_trains_in_bf16_where_it_is_native(mnist_slice, monkeypatch):
+    _native(monkeypatch, True)
+    events: list = []
+    (r,) = train_group([small(seed=0, precision="bf16")], mnist_slice, progress=events.append)
     (f,) = train_group([small(seed=0)], mnist_slice)
+    assert not [e for e in events if e["event"] == "log"]  # nothing to say
     assert r.status == "finished" and r.history[-1]["val_acc"] > 0.7
     assert all(t.dtype == torch.float32 for t in r.state.values())  # master weights stay fp32
     # same trajectory up to bf16 rounding, not the identical one
     assert r.history[-1]["train_loss"] != f.history[-1]["train_loss"]
     assert abs(r.history[-1]["val_acc"] - f.history[-1]["val_acc"]) < 0.05
+    from mlplab.work import final_metrics
+
+    (m,), _ = final_metrics([r], mnist_slice, 10, torch.device("cpu"))
+    assert m["precision_used"] == "bf16"
+
+
+def test_bf16_falls_back_to_fp32_with_one_line_where_it_is_not_native(mnist_slice, monkeypatch):
+    _native(monkeypatch, False)
+    events: list = []
+    (r,) = train_group([small(seed=0, precision="bf16")], mnist_slice, progress=events.append)
+    (f,) = train_group([small(seed=0)], mnist_slice)
+    logs = [e["message"] for e in events if e["event"] == "log"]
+    assert len(logs) == 1 and logs[0].startswith("precision bf16: this CPU") and "fp32" in logs[0]
+    assert r.history == [{**h, "seconds": r.history[i]["seconds"]} for i, h in enumerate(f.history)]
+    for name, t in f.state.items():  # exactly the fp32 run: no bf16 product anywhere
+        assert torch.equal(r.state[name], t), name
+    from mlplab.work import final_metrics
+
+    (m,), _ = final_metrics([r], mnist_slice, 10, torch.device("cpu"))
+    assert m["precision_used"] == "fp32"  # recorded with the run: asked bf16, computed fp32
+
+
+def test_the_bf16_probe_reads_capability_flags(monkeypatch):
+    import mlplab.bf16 as bf16
+
+    monkeypatch.setattr(bf16.torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    for flags, native in (({"avx2", "fma"}, False), ({"avx512f", "avx512_bf16"}, True),
+                          ({"amx_bf16", "amx_tile"}, True), ({"asimd", "bf16"}, True)):
+        monkeypatch.setattr(bf16, "cpu_flags", lambda f=flags: f)
+        assert bf16._cpu_has_bf16() is native, flags
+    assert isinstance(bf16.native_bf16("cpu"), bool)  # the real probe, cached per process
 
 
 def test_a_failing_graph_capture_falls_back_to_the_eager_step(mnist_slice, monkeypatch):

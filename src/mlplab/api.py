@@ -65,6 +65,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     which an interrupted run resumes. A bad argument raises UserError before anything is
     written."""
     from . import sweep
+    from .interrupt import for_call
     from .progress import progress_view
 
     check_path(out, "out", folder=None)
@@ -76,9 +77,12 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     folder = Path(tempfile.mkdtemp(prefix="mlplab-")) if temporary else Path(out)
     try:
         with progress_view(progress) as view:
-            rows = sweep.run_suite(s, folder, device=device, data_dir=data_dir and str(data_dir),
-                                   progress=view, workers=workers, cluster=cluster,
-                                   security=security, checkpoint_every=checkpoint_every)
+            try:
+                rows = sweep.run_suite(s, folder, device=device, data_dir=data_dir and str(data_dir),
+                                       progress=view, workers=workers, cluster=cluster,
+                                       security=security, checkpoint_every=checkpoint_every)
+            except KeyboardInterrupt as e:  # what was saved, in two lines; the cell still stops
+                raise for_call(e, view, temporary) from None
     except BaseException:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)

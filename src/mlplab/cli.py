@@ -14,6 +14,7 @@ from rich.table import Table
 from . import compare, report
 from . import data as data_mod
 from .errors import UserError, environment_error
+from .interrupt import COMMAND, Interrupted, terminate_as_interrupt, terminated
 from .progress import progress_view
 from .suite import apply_overrides, builtin_suites, load_suite
 from .summary import param_counts, summary_rows
@@ -72,10 +73,13 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, che
 
     s = apply_overrides(load_suite(suite), epochs=epochs, seeds=seeds, only=tuple(only))
     security = tls_security(tls_ca, tls_cert, tls_key)
-    with progress_view(True) as progress:
-        rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress,
-                               cluster=cluster, workers=workers, security=security,
-                               checkpoint_every=checkpoint_every)
+    try:
+        with terminate_as_interrupt(), progress_view(True) as progress:  # SIGTERM saves as Ctrl-C
+            rows = sweep.run_suite(s, out, device=device, data_dir=data_dir, progress=progress,
+                                   cluster=cluster, workers=workers, security=security,
+                                   checkpoint_every=checkpoint_every)
+    except KeyboardInterrupt as e:  # here, before click turns it into Abort (and a blank line)
+        _interrupted(e)
     # The folder is the unit: `run` and `report` show the same table, of every run in OUT.
     paths = _report_and_table(out, f"suite {s.name}: {len(rows)} runs")
     search = report.search_log(Path(out)) if s.prunes else None
@@ -316,10 +320,8 @@ def main() -> None:
         cli.main(args=sys.argv[2:] if debug else sys.argv[1:], standalone_mode=False)
     except UserError as e:
         _fail(str(e), 2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err_console.print("interrupted: every finished run is saved; run the same command again "
-                          "to resume", highlight=False)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        _interrupted(e)
     except click.UsageError as e:  # a bad option: one line too, with the command to ask for help
         cmd = e.ctx.command_path if e.ctx else "mlplab"
         _fail(f"{e.format_message()} (see `{cmd} --help`)", 2)
@@ -333,6 +335,14 @@ def main() -> None:
         if what:
             _fail(what, 2)
         _fail(f"internal error: {type(e).__name__}: {e} (run `mlplab --debug ...` for the traceback)", 1)
+
+
+def _interrupted(e: BaseException) -> None:
+    """One line: what the groups in training saved (an `Interrupted`), and that the same command
+    resumes; exit code 130, or 143 after a SIGTERM."""
+    text = e.text() if isinstance(e, Interrupted) else Interrupted(resume=COMMAND).text()
+    err_console.print(text, highlight=False, markup=False, soft_wrap=True)
+    sys.exit(143 if terminated() else 130)
 
 
 def _fail(message: str, code: int) -> None:

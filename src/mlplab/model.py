@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from .bf16 import effective
 from .config import RunConfig
 from .group import group_settings
 from .layers import ACTIVATIONS, INITIALIZERS, LAYERS, Layer, plan  # noqa: F401  (re-exported)
@@ -40,9 +41,9 @@ class StackedMLP(nn.Module):
         """stacked: every member's tensors ([K, ...] each, by stored name, as `state()`), to use
         instead of initial weights drawn from each member's seed (see `select`)."""
         super().__init__()
-        group = group_settings(cfgs)
         device = torch.device(device)
-        self.k, self.widths = len(cfgs), group.widths
+        group = effective(group_settings(cfgs), device)  # bf16 only where it is native
+        self.k, self.widths, self.precision = len(cfgs), group.widths, group.precision
         self.specs = plan(group, any(c.dropout > 0 for c in cfgs))
         self.layers = nn.ModuleList(LAYERS[s.kind](s, group, cfgs, device) for s in self.specs)
         self._leaves = [leaf for layer in self.layers for leaf in layer.leaves()]

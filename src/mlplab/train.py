@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .bf16 import fallback_message
 from .checkpoint import Checkpointer, resume, snapshot
 from .config import RunConfig
 from .data import Splits
 from .errors import UserError
 from .evaluate import logits, loss_acc
 from .group import group_settings
+from .interrupt import Interrupted, LastEpoch
 from .model import StackedMLP
 from .optim import lr_scale, make_optimizer
 from .step import Step, graph_step, loss_and_grad  # noqa: F401  (loss_and_grad: re-exported)
@@ -75,7 +77,9 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
     initializer, epochs and patience. Once half of the members still in the computation have
     stopped (epochs done, early stopping, divergence), the group is rebuilt without them.
     checkpoint: where to save the group at epoch ends and resume it from (bit-identical to an
-    uninterrupted run on the same device).
+    uninterrupted run on the same device). On KeyboardInterrupt (Ctrl-C, a kernel interrupt, or
+    `progress` raising it) the last finished epoch is written there, whatever its period says,
+    and `Interrupted` is raised with what was saved.
 
     Successive halving: stop_at pauses the group after that epoch (a rung): its checkpoint is
     written and the members still training come back with status "running"; the next call
@@ -85,8 +89,15 @@ def train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device | st
     group_settings(cfgs)  # a ValueError unless the members share shapes and code path
     if stop_at is not None and checkpoint is None:
         raise ValueError("train_group: pausing at a rung (stop_at) needs a checkpoint to resume from")
-    with guest(device, tf32):
-        return _train_group(cfgs, splits, device, progress, graphs, checkpoint, stop_at, prune or {})
+    kept = LastEpoch(checkpoint, [c.name for c in cfgs], max(c.epochs for c in cfgs))
+    try:
+        with guest(device, tf32):
+            return _train_group(cfgs, splits, device, progress, graphs, checkpoint, stop_at,
+                                prune or {}, kept)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted([kept.save()]) from None  # one line for the user, not torch's frames
 
 
 @contextlib.contextmanager
@@ -107,13 +118,15 @@ def guest(device: torch.device, tf32: bool | None = None):
 def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
                  progress: Progress | None, graphs: bool | None,
                  checkpoint: Checkpointer | None, stop_at: int | None,
-                 prune: dict[str, int]) -> list[MemberResult]:
+                 prune: dict[str, int], kept: LastEpoch) -> list[MemberResult]:
     graphs = device.type == "cuda" if graphs is None else graphs
     data = splits.to(device)
     n, bsz = len(data.x_train), group_settings(cfgs).batch_size
     full, rest = divmod(n, bsz)
     torch.manual_seed(dropout_seed([c.seed for c in cfgs]))
     model = StackedMLP(cfgs, device)
+    if progress and model.precision != group_settings(cfgs).precision:
+        progress({"event": "log", "message": fallback_message(device)})
     if model.standardize:  # the training split's pixel statistics, in x/255 units
         pixels = data.x_train.float() / 255
         model.set_input_stats(float(pixels.mean()), float(pixels.std()))
@@ -127,6 +140,7 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
     saved = checkpoint.load(ids) if checkpoint else None
     if saved:  # go on exactly where the last checkpoint left this group
         model, opt, active, first = resume(saved, cfgs, device, orders, results)
+        kept.finished(first - 1, None, written=True)
         started -= max(r.train_seconds for r in results)  # Train s counts the earlier part too
         if _prune(model, active, results, prune, first - 1):
             if not any(r.status == "running" for r in results):
@@ -170,26 +184,34 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
             _member_epoch(res, pos, model)
         pruned = _prune(model, active, results, prune, epoch)
         running = [pos for pos, j in enumerate(active) if results[j].status == "running"]
-        if progress:
-            progress({"event": "epoch", "epoch": epoch, "epochs": max_epochs,
-                      "val_acc": [r.history[-1]["val_acc"] for r in results if r.history],
-                      "running": len(running), "computing": len(active)})
-        if not running:
-            break
-        if pruned or len(running) <= len(active) // 2:
+        ended = {"event": "epoch", "epoch": epoch, "epochs": max_epochs,
+                 "val_acc": [r.history[-1]["val_acc"] for r in results if r.history],
+                 "running": len(running), "computing": len(active)}
+        if running and (pruned or len(running) <= len(active) // 2):
             # Stopped members would keep costing compute until the last one stops: rebuild the
             # group with the running ones (their state, optimizer state and data order move
             # along unchanged; at most log2(K) rebuilds, plus one per rung that prunes).
             model, opt, active = _compact_running(model, opt, active, cfgs, results)
             step = None
-        pause = epoch == stop_at
-        if checkpoint and (pause or checkpoint.due()):
-            # a pause must be written (the next rung resumes from it); a periodic one may fail
-            failed = checkpoint.save(*snapshot(model, opt, active, epoch, ids, orders, results),
-                                     strict=pause)
-            if failed and progress:
-                progress({"event": "log", "message": f"checkpoints off for this group: {failed}"})
+        if checkpoint and running:
+            _checkpoint(checkpoint, snapshot(model, opt, active, epoch, ids, orders, results),
+                        epoch, epoch == stop_at, kept, progress)
+        if progress:  # after the epoch is saved or held: an interrupt from here keeps it
+            progress(ended)
+        if not running:
+            break
     return results
+
+
+def _checkpoint(checkpoint: Checkpointer, state, epoch: int, pause: bool, kept: LastEpoch,
+                progress: Progress | None) -> None:
+    """Write the epoch's checkpoint when due (always at a rung: the next rung resumes from it,
+    so that one must not fail); otherwise hold the state in memory for an interrupt."""
+    write = pause or checkpoint.due()
+    failed = checkpoint.save(*state, strict=pause) if write else None
+    if failed and progress:
+        progress({"event": "log", "message": f"checkpoints off for this group: {failed}"})
+    kept.finished(epoch, state, written=write and not failed)
 
 
 def _prune(model, active, results, prune: dict[str, int], epoch: int) -> bool:

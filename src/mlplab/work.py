@@ -53,6 +53,7 @@ def final_metrics(results: list[MemberResult], splits: data_mod.Splits, n_classe
             **test_metrics(z[i], splits.y_test, n_classes),
             **bn_honest.fields(r.cfg, int(chosen["epoch"]), len(splits.x_train)),
             "train_seconds": round(r.train_seconds, 3), "status": r.status, "device": str(device),
+            "precision_used": model.precision,  # fp32 where bf16 was asked but is not native
             "group": [m.cfg.run_id for m in results],  # who it trained with: reproduce needs it
         })
     return out, galleries
