@@ -176,15 +176,30 @@ def write_report(out: str | Path, run_ids: list[str] | None = None,
     Returns the paths ("html", "md") and "notes": what had to be left out (a damaged file)."""
     out = Path(out)
     dest = Path(to) if to is not None else out
+    if dest.is_dir():  # before any figure is drawn: a planted link, a read-only folder
+        safefs.refuse_links(dest, REPORT_NAMES, ("plots", "report_files"))
+        if not os.access(dest, os.W_OK):
+            _unwritable(out, dest, os.strerror(errno.EROFS if _read_only(dest) else errno.EACCES))
     rep = build(out, run_ids)
     try:
         _write_files(dest, rep)
     except OSError as e:
         if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
-        raise UserError(f"cannot write the report into {dest} ({e.strerror}); write it elsewhere: "
-                        f"mlplab report {out} --to DIR") from None
+        _unwritable(out, dest, e.strerror)
     return {"html": dest / "report.html", "md": dest / "report.md", "notes": rep["notes"]}
+
+
+REPORT_NAMES = ("report.html", "report.md", "plots", "report_files")
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def _unwritable(out: Path, dest: Path, why: str):
+    raise UserError(f"cannot write the report into {dest} ({why}); write it elsewhere: "
+                    f"mlplab report {out} --to DIR")
 
 
 def _write_files(dest: Path, rep: dict) -> None:
