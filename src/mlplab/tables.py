@@ -128,7 +128,7 @@ def read_csv(path: Path, label: str = "required", width: int | None = None) -> P
                 raise UserError(f"{what}: more than {gib(max_bytes())} of pixels, over the limit "
                                 "(MLPLAB_MAX_DATA_BYTES)")
             xs.append(_pixels(a[:, order], what, line0 + n))
-            ys.append(a[:, li] if li is not None else None)
+            ys.append(a[:, li].copy() if li is not None else None)  # not a view: frees the block
             n += len(a)
     if n == 0:
         raise UserError(f"{what}: no rows of pixels")
@@ -270,7 +270,7 @@ def _pixel_table(f, names, what: str, label: str, width: int | None) -> Part:
         if not np.issubdtype(a.dtype, np.number):
             raise UserError(f"{what}: pixel columns must hold numbers (found {a.dtype})")
         xs.append(_pixels(a[:, order], what, n, "row"))
-        ys.append(a[:, li] if li is not None else None)
+        ys.append(a[:, li].copy() if li is not None else None)
         n += len(a)
     if n == 0:
         raise UserError(f"{what}: no rows")
