@@ -45,7 +45,8 @@ def _runs(out):
     return found
 
 
-def test_an_interrupt_after_epoch_1_saves_it_and_the_same_call_resumes_bit_identical(tmp_path, mnist):
+def test_an_interrupt_after_epoch_1_saves_it_and_the_same_call_resumes_bit_identical(tmp_path, mnist,
+                                                                                     monkeypatch):
     out = tmp_path / "a"
     stop = StopAfter(1)
     with pytest.raises(Interrupted) as info:
@@ -54,17 +55,20 @@ def test_an_interrupt_after_epoch_1_saves_it_and_the_same_call_resumes_bit_ident
     assert len(lines) == 2
     assert lines[0] == f"interrupted: saved a at epoch 1/3 in {out / 'checkpoints'}"
     assert lines[1] == "every finished run is saved; the same mlplab.run(...) call resumes"
-    assert stop.events[-1] == {"event": "log", "message": str(info.value)}  # the view ends so
+    assert stop.events[-1] == {"event": "interrupted", "message": str(info.value)}  # the view's end
     frames = traceback.extract_tb(info.value.__traceback__)
     assert len(frames) <= 2 and not any("torch" in f.filename for f in frames)
     (ckpt,) = (out / "checkpoints").glob("*.safetensors")
     assert read_meta(ckpt)["epoch"] == 1
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())
 
+    assert "interrupted" in _notebook_block(stop.events, monkeypatch)  # the block ends in that state
+
     events: list = []
     mlplab.run(SUITE, out, progress=events.append)
     logs = [e["message"] for e in events if e["event"] == "log"]
     assert "resumed from the checkpoint after epoch 1" in logs
+    assert "1 resumed from checkpoints" in _notebook_block(events, monkeypatch)  # in its title: it stays
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3]
     mlplab.run(SUITE, tmp_path / "whole", progress=False)
     a, b = _runs(out), _runs(tmp_path / "whole")
@@ -73,6 +77,25 @@ def test_an_interrupt_after_epoch_1_saves_it_and_the_same_call_resumes_bit_ident
         assert a[run_id][0] == hist, run_id  # every epoch's numbers, to the last digit
         for name, t in weights.items():
             assert torch.equal(a[run_id][1][name], t), (run_id, name)
+
+
+def _notebook_block(events, monkeypatch) -> str:
+    """The HTML of the Jupyter progress block after these events (the display handle faked)."""
+    import IPython.display
+
+    from mlplab.progress import JupyterView
+
+    class Handle:
+        def update(self, obj):
+            self.html = obj.data
+
+    handle = Handle()
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: handle)
+    view = JupyterView()
+    for e in events:
+        view(e)
+    view.close()
+    return handle.html.split("</div>")[0]  # the title line
 
 
 def test_an_interrupt_in_a_temporary_folder_says_nothing_is_kept(mnist):

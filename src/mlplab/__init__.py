@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .config import RunConfig
 from .errors import UserError
+from .interrupt import Interrupted
 from .suite import Suite
 
 _API = ("Results", "Run", "load", "run")
@@ -37,5 +38,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["Results", "Run", "RunConfig", "Suite", "UserError", "datasets", "load", "run",
+__all__ = ["Interrupted", "Results", "Run", "RunConfig", "Suite", "UserError", "datasets", "load", "run",
            "__version__"]

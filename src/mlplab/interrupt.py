@@ -56,6 +56,8 @@ class Interrupted(KeyboardInterrupt):
     def _render_traceback_(self) -> list[str]:  # IPython: these lines instead of a traceback
         return self.lines()
 
+    __module__ = "mlplab"  # shown as mlplab.Interrupted (exported there)
+
     def __reduce__(self):  # pickle (a worker to the driver) calls __init__ with these
         return (type(self), (self.saved, self.resume, self.kept))
 
@@ -66,7 +68,7 @@ def for_call(e: KeyboardInterrupt, emit, temporary: bool) -> Interrupted:
     saved = e.saved if isinstance(e, Interrupted) else None
     short = Interrupted(saved, CALL, kept=not temporary)
     if emit:
-        emit({"event": "log", "message": short.text()})
+        emit({"event": "interrupted", "message": short.text()})
     return short
 
 

@@ -6,7 +6,8 @@ and a view renders that state.
 Events: suite (plan: each group's members, epochs and cost), group (a group starts), batch (how
 far into an epoch, at most every half second), epoch (an epoch ended: validation accuracies),
 group_done, run (a run was stored), rung (successive halving decided a rung), log (a line of
-text). Under Dask, workers send their epoch
+text; `resumed` set when a group resumed from its checkpoint), interrupted (Ctrl-C or a kernel
+interrupt: what was saved). Under Dask, workers send their epoch
 events to the driver, tagged with their group.
 
 The ETA weights each group by its cost (parameters x members x epochs) and divides the work
@@ -37,6 +38,7 @@ class Tracker:
         self.runs_total = self.runs_stored = 0
         self.current = 0  # the group started last
         self.lines: list[str] = []
+        self.resumed, self.interrupted = 0, ""  # groups resumed from checkpoints; the last word
 
     def update(self, e: dict) -> None:
         kind = e["event"]
@@ -63,6 +65,10 @@ class Tracker:
             self.finished.add(e["index"])
         elif kind == "run":
             self.runs_stored += 1
+        elif kind == "log" and e.get("resumed"):
+            self.resumed += 1
+        elif kind == "interrupted":
+            self.interrupted = e["message"]
         if kind not in ("batch", "epoch"):
             self.lines.append(describe(e))
 
@@ -111,6 +117,8 @@ def _describe(e: dict) -> str:
         return f"  done {e['name']} seed {e['seed']}: {e['status']}, test_acc {e['test_acc']:.4f}"
     if kind == "log":
         return f"  {e['message']}"
+    if kind == "interrupted":
+        return e["message"]
     if kind == "rung":
         return (f"rung at epoch {e['epoch']}: {e['contenders']} configurations ranked by mean "
                 f"{e['metric']} over seeds; {len(e['kept'])} go on, {len(e['pruned'])} pruned")
@@ -219,7 +227,9 @@ class JupyterView:
         t = self.tracker
         bar = lambda f: f'<progress value="{f:.4f}" max="1" style="width:18em"></progress>'  # noqa: E731
         rows = [f"<div><b>{html.escape(printable(t.suite))}</b> {bar(t.fraction())} {t.fraction():.0%} · "
-                f"{t.runs_stored}/{t.runs_total} runs · ETA {clock(t.eta())}</div>"]
+                f"{t.runs_stored}/{t.runs_total} runs · "
+                f"{'interrupted' if t.interrupted else f'ETA {clock(t.eta())}'}"
+                f"{f' · {t.resumed} resumed from checkpoints' if t.resumed else ''}</div>"]
         for i, g in t.active():
             done = (g["epoch"] + g["frac"]) / g["epochs"] if g["epochs"] else 0
             rows.append(f"<div>{bar(done)} {html.escape(group_text(i, g, len(t.plan)))}<br>"

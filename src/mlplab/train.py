@@ -147,7 +147,8 @@ def _train_group(cfgs: list[RunConfig], splits: Splits, device: torch.device,
                 return results  # every member left at a rung: nothing to train
             model, opt, active = _compact_running(model, opt, active, cfgs, results)
         if progress and (stop_at is None or first <= stop_at):
-            progress({"event": "log", "message": f"resumed from the checkpoint after epoch {first - 1}"})
+            progress({"event": "log", "message": f"resumed from the checkpoint after epoch {first - 1}",
+                      "resumed": first - 1})
     step = graph_full = None
     last = max_epochs if stop_at is None else min(stop_at, max_epochs)
     for epoch in range(first, last + 1):
