@@ -251,3 +251,17 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_out(tmp_path, mnist, line, a
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert not out.exists()
+
+
+def test_available_memory_is_read_from_the_device(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("MLPLAB_MEMORY_GB", raising=False)
+    free, source = memory.available("cpu")
+    assert free is not None and free > 0 and source == "available in RAM"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2e9, 8e9))  # a GPU with 2 GB free
+    group = [RunConfig(architecture="784-8192-8192-10")] * 8
+    with pytest.raises(UserError, match=r"x8: .*needs at least [\d.]+ GB .* cuda has 2\.0 GB free on "
+                                        r"the GPU"):
+        memory.check_fits([group], {"mnist": 60_000}, "cuda", dataset_bytes=55_000_000)
+    memory.check_fits([group[:1]], {"mnist": 60_000}, "cuda")  # one member fits in 2 GB
