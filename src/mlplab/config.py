@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import astuple
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -26,28 +24,24 @@ from pydantic import (
     model_validator,
 )
 
+from .choices import (  # noqa: F401  (re-exported: the allowed values of a run's settings)
+    ACTIVATION_NAMES,
+    DATA_SUFFIXES,
+    DATASET_NAMES,
+    DEFAULT_INIT,
+    INITIALIZER_NAMES,
+    LAYOUT_NAMES,
+    NORM_NAMES,
+    OPTIMIZER_NAMES,
+    SCALED_INITIALIZERS,
+    check_dataset_name,
+    one_of,
+    parse_architecture,
+    plain_value,
+)
 from .errors import UserError
 from .group import Augmentation, GroupSettings, group_settings  # noqa: F401  (re-exported)
 from .inputs import MAX_SEED, explain  # noqa: F401  (explain re-exported)
-
-# Names are checked here (not imported from model/optim/data) so that validating a config never
-# imports torch; tests assert these lists equal the registries' keys.
-DATASET_NAMES = ("mnist", "fashion-mnist")
-LAYOUT_NAMES = ("idx", "emnist", "npz", "csv", "parquet", "imagefolder")  # layouts.LAYOUTS
-DATA_SUFFIXES = (".npz", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
-NORM_NAMES = ("none", "batch", "layer")
-ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu", "elu", "selu", "leaky_relu", "silu", "linear")
-INITIALIZER_NAMES = (
-    "random_normal", "random_uniform", "glorot_uniform", "glorot_normal",
-    "he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
-)
-SCALED_INITIALIZERS = ("random_normal", "random_uniform")  # the ones that read init_stddev
-OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
-
-# Keras would use glorot_uniform everywhere; for hidden layers we pick the initializer that suits
-# the activation. The output layer gets Keras' glorot_uniform unless `output_init` says otherwise.
-DEFAULT_INIT = {"relu": "he_normal", "gelu": "he_normal", "elu": "he_normal", "silu": "he_normal",
-                "leaky_relu": "he_normal", "selu": "lecun_normal"}
 
 
 class _UserErrors(type(BaseModel)):  # pydantic's model metaclass
@@ -66,35 +60,6 @@ class _UserErrors(type(BaseModel)):  # pydantic's model metaclass
 class Frozen(BaseModel, metaclass=_UserErrors):
     # no inf/nan in any float (lr = inf is a typo, not a setting)
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-ARCHITECTURE = re.compile(r"[0-9]+(?:-[0-9]+)*", re.ASCII)
-MAX_WIDTH = 10**12  # far beyond any memory; keeps the arithmetic on widths small
-
-
-def parse_architecture(text: str, n_in: int = 784, n_out: int = 10) -> tuple[int, ...]:
-    """'784-512-256-10' or hidden sizes only '512-256' ('784-10': no hidden layer) -> full layer
-    widths. Only ASCII digits and '-' (spaces are ignored): Python's int() would also read
-    full-width or other scripts' digits, giving one architecture several spellings and run ids."""
-    text = str(text).replace(" ", "")
-    if not text:
-        raise ValueError("architecture is empty; give widths joined by '-', e.g. '784-512-256-10' "
-                         "or '512-256' (hidden sizes), or '784-10' for no hidden layer")
-    if not ARCHITECTURE.fullmatch(text):
-        raise ValueError(
-            f"architecture {text!r} must be widths joined by '-', written with the digits 0-9, "
-            "e.g. '784-512-256-10' or '512-256'")
-    parts = text.split("-")
-    if any(len(p.lstrip("0")) > 13 for p in parts):  # int() of thousands of digits is slow, then fails
-        raise ValueError(f"architecture {text[:40]!r}: a width is over {MAX_WIDTH:,}")
-    widths = tuple(int(p) for p in parts)
-    if any(w > MAX_WIDTH for w in widths):
-        raise ValueError(f"architecture {text!r}: a width is over {MAX_WIDTH:,}")
-    if any(w <= 0 for w in widths):
-        raise ValueError(f"architecture {text!r}: every width must be a positive integer")
-    if len(widths) >= 2 and widths[0] == n_in and widths[-1] == n_out:
-        return widths
-    return (n_in, *widths, n_out)
 
 
 class RunConfig(Frozen):
@@ -178,7 +143,7 @@ class RunConfig(Frozen):
         np.linspace) become the Python numbers they hold."""
         if not isinstance(data, dict):
             return data
-        data = {k: _plain(v) for k, v in data.items()}
+        data = {k: plain_value(v) for k, v in data.items()}
         bn, norm = data.get("batch_norm"), data.get("norm")
         if isinstance(bn, bool):  # anything else: StrictBool says what is wrong
             if norm is None:
@@ -207,22 +172,22 @@ class RunConfig(Frozen):
     @field_validator("activation")
     @classmethod
     def _act(cls, v: str) -> str:
-        return _one_of("activation", v, ACTIVATION_NAMES)
+        return one_of("activation", v, ACTIVATION_NAMES)
 
     @field_validator("optimizer")
     @classmethod
     def _opt(cls, v: str) -> str:
-        return _one_of("optimizer", v, OPTIMIZER_NAMES)
+        return one_of("optimizer", v, OPTIMIZER_NAMES)
 
     @field_validator("init")
     @classmethod
     def _init(cls, v: str | None) -> str | None:
-        return None if v is None else _one_of("init", v, INITIALIZER_NAMES)
+        return None if v is None else one_of("init", v, INITIALIZER_NAMES)
 
     @field_validator("output_init")
     @classmethod
     def _output_init(cls, v: str) -> str:
-        return _one_of("output_init", v, INITIALIZER_NAMES)
+        return one_of("output_init", v, INITIALIZER_NAMES)
 
     @field_validator("init_stddev", mode="before")
     @classmethod
@@ -322,30 +287,6 @@ class RunConfig(Frozen):
     @property
     def augments(self) -> bool:
         return self.augmentation.on
-
-
-def _plain(v: Any) -> Any:
-    """A numpy scalar (or a list of them) as the Python value it holds; anything else as is."""
-    if type(v).__module__ == "numpy" and hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
-        return v.item()
-    return [_plain(x) for x in v] if isinstance(v, list) else v
-
-
-def check_dataset_name(name: str) -> str:
-    """A registered name, or "[LAYOUT:]PATH" to data in a supported layout (read when loaded)."""
-    layout, sep, rest = name.partition(":")
-    path = rest if sep and layout in LAYOUT_NAMES else name
-    if name in DATASET_NAMES or "/" in path or path.endswith(DATA_SUFFIXES) or Path(path).exists():
-        return name
-    raise ValueError(f"dataset {name!r} is not one of: {', '.join(DATASET_NAMES)}, or a path to "
-                     "data (a CSV, Parquet or .npz file, a folder of IDX files or images; "
-                     f"LAYOUT:PATH with LAYOUT one of {', '.join(LAYOUT_NAMES)})")
-
-
-def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{field} {value!r} is not one of: {', '.join(allowed)}")
-    return value
 
 
 RUN_FIELDS = tuple(RunConfig.model_fields)
