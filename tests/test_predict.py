@@ -178,3 +178,26 @@ def test_json_output_is_strict_json():
     text = to_json([{"input": "a.png", "top": [{"p": float("nan")}, {"p": 0.5}],
                      "x": (1.0, float("inf"))}])
     assert strict(text) == [{"input": "a.png", "top": [{"p": None}, {"p": 0.5}], "x": [1.0, None]}]
+
+
+def test_one_pixel_convention_and_the_models_width(trained, mnist, tmp_path):
+    x = mnist.x_test[:8].numpy()
+    assert np.array_equal(pr.as_pixels(x.astype(np.int64)), x)  # any integer type 0-255
+    assert np.array_equal(pr.as_pixels(x / 255.0), x)  # floats in [0, 1]: round(x * 255)
+    for bad, message in ((x.astype(np.float32), r"float pixels must lie in \[0, 1\].*divide by 255"),
+                         (np.full((2, 784), np.nan), "NaN"), (x.astype(np.int64) + 1, "0–255"),
+                         (np.full((2, 784), "a"), "pixels are <U1"), (np.zeros((0, 784)), "N at least 1"),
+                         (x[:, :400], r"shape \[8, 400\]; expected \[N, 784\] or \[N, 28, 28\]")):
+        with pytest.raises(UserError, match=message):
+            pr.as_pixels(bad)
+    out, rows = trained
+    _, model = pr.load_model(pr.find_run(rows[0]["run_id"], out))
+    with pytest.raises(UserError, match="images of 240 pixels; this model takes 784"):
+        pr.predict(model, np.zeros((1, 240), np.uint8))
+    # a model of another width takes images of exactly its size, as they are (grayscale by luma)
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    _png(tmp_path / "rgb.png", rgb)
+    got = pr.read_image(tmp_path / "rgb.png", width=240)
+    assert np.array_equal(got, np.asarray(Image.fromarray(rgb).convert("L")).reshape(240))
+    with pytest.raises(UserError, match="the model takes images of 100 pixels"):
+        pr.read_image(tmp_path / "rgb.png", width=100)

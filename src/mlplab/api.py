@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import compare, plots, report, store
 from .config import RUN_FIELDS
 from .errors import UserError
-from .inputs import check_path, check_run_options
+from .inputs import check_names, check_path, check_run_options
 from .suite import Suite, apply_overrides, load_suite, parse_suite
 from .trained import Run
 
@@ -72,7 +72,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     if not (isinstance(progress, bool) or callable(progress)):
         raise UserError(f"progress must be True, False or a callable receiving events, got {progress!r}")
     check_run_options(device, workers, cluster, checkpoint_every, data_dir)
-    s = apply_overrides(as_suite(suite), epochs=epochs, seeds=seeds, only=_names(only, "only"))
+    s = apply_overrides(as_suite(suite), epochs=epochs, seeds=seeds, only=check_names(only, "only"))
     temporary = out is None
     folder = Path(tempfile.mkdtemp(prefix="mlplab-")) if temporary else Path(out)
     try:
@@ -127,7 +127,7 @@ class Results:
 
     def filter(self, experiments: str | list[str]) -> Results:
         """Only the runs of these configurations (names as in `table()`)."""
-        names = list(_names(experiments, "experiments"))
+        names = list(check_names(experiments, "experiments"))
         ids = {e["experiment"]: e["run_ids"] for e in self._comparison()}
         missing = [n for n in names if n not in ids]
         if missing:
@@ -283,16 +283,6 @@ class Results:
 
     def _run(self, run: str | None) -> Run:
         return self.best() if run is None else self[run]
-
-
-def _names(value: Any, param: str) -> tuple[str, ...]:
-    """A name or a list of names (None: none) as a tuple; anything else a UserError."""
-    if value is None:
-        return ()
-    names = (value,) if isinstance(value, str) else value
-    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-        raise UserError(f"{param} must be a name or a list of names, got {value!r}")
-    return tuple(names)
 
 
 def _cell(v: Any) -> Any:

@@ -41,6 +41,16 @@ def check_name(value: Any, where: str, what: str = "name") -> str:
     return value
 
 
+def check_names(value: Any, param: str) -> tuple[str, ...]:
+    """A name or a list of names (None: none) as a tuple, e.g. `only`."""
+    if value is None:
+        return ()
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{param} must be a name or a list of names, got {value!r}")
+    return tuple(names)
+
+
 def check_text(value: Any, where: str, what: str) -> str:
     """Free text (a description): any text without control characters but newline and tab."""
     if not isinstance(value, str):

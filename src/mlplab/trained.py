@@ -53,7 +53,8 @@ class Run:
 
     def predict_proba(self, images) -> np.ndarray:
         """Class probabilities [N, classes] for images: an array [N, 28, 28] or [N, 784] (uint8
-        pixels or floats in [0, 1]; one image without N also works), or image / .npy file paths."""
+        pixels or floats in [0, 1]; one image without N also works), or paths of image, .npy,
+        pixel CSV or Parquet files (Kaggle's test.csv)."""
         import torch
 
         from .evaluate import logits
@@ -62,9 +63,9 @@ class Run:
         if isinstance(images, str | Path) or (isinstance(images, list | tuple) and images
                                               and isinstance(images[0], str | Path)):
             paths = [images] if isinstance(images, str | Path) else list(images)
-            x = load_inputs([str(p) for p in paths])[1]
+            x = load_inputs([str(p) for p in paths], self._stacked().widths[0])[1]
         else:
-            x = as_pixels(images)
+            x = as_pixels(images, width=self._stacked().widths[0])
         z = logits(self._stacked(), torch.from_numpy(x))[0]
         return torch.softmax(z, -1).numpy()
 
