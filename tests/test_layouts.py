@@ -180,6 +180,15 @@ def test_any_fixed_size_and_rgb_by_luma(tmp_path):
     assert sorted(map(bytes, both)) == sorted(map(bytes, luma.astype(np.uint8).reshape(30, -1)))
     with pytest.raises(UserError, match="takes 784 inputs.*240-pixel images"):
         data.check_fits(ds, (784, 10), "e")
+    # augmentation works on square images of any side; a flat non-square row is refused
+    from mlplab.augment import augment
+    from mlplab.group import Augmentation
+
+    x = data.torch.rand(5, 16 * 16)
+    data.torch.testing.assert_close(augment(x, Augmentation()), x, rtol=0, atol=1e-5)
+    assert not data.torch.allclose(augment(x, Augmentation(shift=3.0)), x)
+    with pytest.raises(UserError, match="augmentation needs square images"):
+        augment(ds.x_train.float(), Augmentation(shift=1.0))
 
 
 def test_second_load_reads_the_cache_not_the_csv(tmp_path, arrays, monkeypatch):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import Augmentation
+from .errors import UserError
 
 
 def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
@@ -24,9 +25,16 @@ def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
     return k / k.sum()
 
 
-def augment(x: torch.Tensor, aug: Augmentation, side: int = 28) -> torch.Tensor:
-    """x [..., side*side] float images -> same shape, each sample transformed independently."""
+def augment(x: torch.Tensor, aug: Augmentation, side: int | None = None) -> torch.Tensor:
+    """x [..., side*side] float images -> same shape, each sample transformed independently.
+    side: the images' side (default: the square root of the last dimension, for square images
+    of any size; non-square images are refused, since a flat row does not say its shape)."""
     shape = x.shape
+    if side is None:
+        side = math.isqrt(shape[-1])
+        if side * side != shape[-1]:
+            raise UserError(f"augmentation needs square images; these have {shape[-1]} pixels "
+                            "(not a square): turn augmentation off for this dataset")
     imgs = x.reshape(-1, 1, side, side)
     n, dev = imgs.shape[0], x.device
     shift, rotate, zoom, shear, alpha, sigma = aug
