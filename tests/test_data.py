@@ -218,3 +218,26 @@ def test_a_file_that_is_not_a_zip(tmp_path):
     bad.write_bytes(b"not a zip at all")
     with pytest.raises(UserError, match="not a readable .npz"):
         data.load(str(bad))
+
+
+def test_unwritable_home_costs_the_cache_not_a_data_dir_run(raw_mnist, tmp_path, monkeypatch):
+    good = tmp_path / "good"
+    good.mkdir()
+    for f, raw in raw_mnist.items():
+        (good / f).write_bytes(raw)
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("MLPLAB_HOME", str(tmp_path / "file" / "home"))  # cannot be created
+    logs = []
+    ds = data.load("mnist", data_dir=good, log=logs.append)
+    assert ds.source.startswith("data-dir") and len(ds.x_train) == 60_000
+    assert any("not cached" in line and "MLPLAB_HOME" in line for line in logs)
+
+
+def test_a_download_stops_at_the_files_size(http_root):
+    root, url = http_root
+    (root / "big.gz").write_bytes(b"x" * 5000)
+    with pytest.raises(OSError, match="more than 1,000 bytes"):
+        sources._download(f"{url}/big.gz", 1000)
+    assert sources._download(f"{url}/big.gz", 5000) == b"x" * 5000
+    with pytest.raises(UserError, match="decompresses to more than 60,008 bytes"):
+        sources._known(sources.FILES[1], gzip.compress(bytes(70_000)), "labels")
