@@ -127,7 +127,7 @@ def read_csv(path: Path, label: str = "required", width: int | None = None) -> P
             if (n + len(a)) * len(order) > max_bytes():
                 raise UserError(f"{what}: more than {gib(max_bytes())} of pixels, over the limit "
                                 "(MLPLAB_MAX_DATA_BYTES)")
-            xs.append(_pixels(a[:, order], what, line0 + n))
+            xs.append(_pixels(_columns(a, order), what, line0 + n))
             ys.append(a[:, li].copy() if li is not None else None)  # not a view: frees the block
             n += len(a)
     if n == 0:
@@ -138,13 +138,20 @@ def read_csv(path: Path, label: str = "required", width: int | None = None) -> P
 
 def _pixels(a: np.ndarray, what: str, line0: int, unit: str = "line") -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):
-        bad = np.nonzero(((a < 0) | (a > 255)).any(1))[0]
-        if len(bad):
-            row = a[bad[0]]
-            v = row[(row < 0) | (row > 255)][0]
-            raise UserError(f"{what}: {unit} {line0 + bad[0]}: pixel value {v}; integer pixels must "
+        if a.size and (a.min() < 0 or a.max() > 255):  # the error path finds the line
+            bad = np.nonzero(((a < 0) | (a > 255)).any(1))[0][0]
+            v = a[bad][(a[bad] < 0) | (a[bad] > 255)][0]
+            raise UserError(f"{what}: {unit} {line0 + bad}: pixel value {v}; integer pixels must "
                             "be 0–255")
+        return a.astype(np.uint8)
     return to_u8(a, what)
+
+
+def _columns(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """a[:, order], as a slice (no copy) where the columns are already in order."""
+    if len(order) and (np.diff(order) == 1).all():
+        return a[:, order[0]:order[-1] + 1]
+    return a[:, order]
 
 
 def _parse(block: bytes, delim: str, kind, n_fields: int, what: str, line0: int, names):
@@ -269,7 +276,7 @@ def _pixel_table(f, names, what: str, label: str, width: int | None) -> Part:
             raise UserError(f"{what}: columns that are not numbers ({e})") from None
         if not np.issubdtype(a.dtype, np.number):
             raise UserError(f"{what}: pixel columns must hold numbers (found {a.dtype})")
-        xs.append(_pixels(a[:, order], what, n, "row"))
+        xs.append(_pixels(_columns(a, order), what, n, "row"))
         ys.append(a[:, li].copy() if li is not None else None)
         n += len(a)
     if n == 0:
