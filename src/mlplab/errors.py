@@ -42,9 +42,12 @@ def sqlite_message(e: Exception, path: object = "OUT/mlplab.db") -> str:
     if kind == "locked":
         return (f"{path} is locked by another process ({e}); try again when it has finished "
                 "(nothing is wrong with the store)")
-    if kind in ("readonly", "cantopen"):
-        return (f"cannot open {path} for writing ({e}): the folder or the file is read-only; "
-                "`mlplab runs`, `mlplab report OUT --to DIR` and `mlplab.load` still read it")
+    if kind == "readonly":
+        return (f"{path} is read-only ({e}): a run needs a writable OUT; `mlplab runs`, "
+                "`mlplab report OUT --to DIR` and `mlplab.load` still read it")
+    if kind == "cantopen":
+        return (f"cannot open {path} ({e}): check that the file and its folder can be read (and "
+                "written, for a run)")
     if kind == "corrupt":
         return f"{path} is not a readable mlplab store ({e}); {CORRUPT_ADVICE}"
     return f"the run store {path} failed ({e})"

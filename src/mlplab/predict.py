@@ -168,20 +168,20 @@ def _export_target(dest: Path) -> Path:
     import os
     import stat
 
+    try:
+        mode = os.stat(dest).st_mode  # through links: what would be written
+    except FileNotFoundError:
+        mode = None  # a new file (or a link to one)
+    except OSError as e:
+        raise UserError(f"--to {dest}: {e.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UserError(f"--to {dest}: is a folder; name the file to write")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UserError(f"--to {dest}: not a regular file (a device, FIFO or terminal is never "
+                        "replaced); use --to - to write to standard output")
     target = Path(os.path.realpath(dest)) if dest.is_symlink() else dest
     if not target.parent.is_dir():
         raise UserError(f"--to {dest}: the folder {target.parent} does not exist")
-    try:
-        mode = os.stat(target).st_mode
-    except FileNotFoundError:
-        return target
-    except OSError as e:
-        raise UserError(f"--to {dest}: {e.strerror}") from None
-    if stat.S_ISDIR(mode):
-        raise UserError(f"--to {dest}: is a folder; name the file to write")
-    if not stat.S_ISREG(mode):
-        raise UserError(f"--to {dest}: not a regular file (a device, FIFO or terminal is never "
-                        "replaced); use --to - to write to standard output")
     return target
 
 

@@ -11,6 +11,7 @@ half-written run never looks finished. Resume = skip run ids that have a row.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -75,6 +76,8 @@ def open_store(out: str | Path) -> sqlite3.Connection:
         if os.path.isdir(out / "checkpoints"):
             with safefs.folder(out, ("checkpoints",)) as ck:
                 safefs.remove_temporaries(ck, any_pid=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(out / "checkpoints")  # only when nothing is left in it
         known = finished_ids(db)
         for name in sorted(os.listdir(fd)):
             if name not in known and not name.startswith("."):
