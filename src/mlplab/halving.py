@@ -1,10 +1,11 @@
 """Synchronous successive halving over fused groups (the driver's side; the decisions themselves
-are `search.decide`).
+are `pruning.decide`).
 
 Every group trains to the next rung and pauses there (its epoch checkpoint holds it); once all
 groups have reached the rung, the configurations still in the race are ranked by the mean of the
-metric over their seeds, the best ceil(n / eta) go on and the members of the others leave their
-groups at that rung (status "pruned", their weights at the rung). The survivors resume from the
+metric over their seeds, the best ceil(n / eta) go on (and with rule "noise" those within seed
+noise of the last of them: pruning.py), and the members of the others leave their groups at that
+rung (status "pruned", their weights at the rung). The survivors resume from the
 checkpoint, never from scratch. The decisions depend only on the members' histories, so they are
 the same in-process, on a Dask cluster (groups return in any order), and after kill -9 and a
 rerun (the committed runs' histories come from the store, the paused ones from their checkpoints,
@@ -17,7 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .config import RunConfig
-from .search import SearchSpec, config_key, decide, rungs
+from .pruning import Rung, decide, rungs
+from .search import SearchSpec, config_key
 
 
 @dataclass
@@ -43,7 +45,10 @@ def run(groups: list, cells: list[RunConfig], spec: SearchSpec, known: dict[str,
     epochs = {keys[c.run_id]: c.epochs for c in cells}
     state = {rid: v for rid, v in known.items() if rid in keys}
     prune: dict[str, int] = {}
-    log = []
+    log: list[dict] = []
+    warning = no_rung_warning(cells, spec)
+    if warning:
+        emit({"event": "log", "message": warning})
     pending = list(groups)
     for rung in [*rungs(max(c.epochs for c in cells), spec.min_epochs, spec.eta), None]:
         paused = []
@@ -61,13 +66,30 @@ def run(groups: list, cells: list[RunConfig], spec: SearchSpec, known: dict[str,
         for c in cells:
             if c.run_id in state:
                 seeds.setdefault(keys[c.run_id], []).append(state[c.run_id])
-        kept, pruned = decide(rung, seeds, epochs, spec.eta, spec.metric)
+        decision = decide(rung, seeds, epochs, spec.eta, spec.metric, spec.rule, spec.alpha)
         for rid, k in keys.items():
-            if k in pruned:
+            if k in decision.pruned:
                 prune.setdefault(rid, rung)
-        entry = {"epoch": rung, "contenders": len(kept) + len(pruned), "kept": [names[k] for k in kept],
-                 "pruned": [names[k] for k in pruned]}
+        entry = rung_entry(decision, names)
         log.append(entry)
         emit({"event": "rung", "metric": spec.metric, **entry})
+        emit({"event": "log", "message": entry["why"]})
     yield "search", {"method": spec.method, "eta": spec.eta, "min_epochs": spec.min_epochs,
-                     "metric": spec.metric, "rungs": log}
+                     "metric": spec.metric, "rule": spec.rule, "alpha": spec.alpha, "rungs": log}
+
+
+def rung_entry(d: Rung, names: dict[str, str]) -> dict:
+    """A rung as search.json and the log have it: names best first, why, the noise estimate."""
+    return {"epoch": d.epoch, "contenders": len(d.kept) + len(d.pruned),
+            "kept": [names[k] for k in d.kept], "pruned": [names[k] for k in d.pruned],
+            "best": d.best, "within_noise": [names[k] for k in d.within_noise],
+            "seed_sd": d.sd, "margin": d.margin, "why": d.why()}
+
+
+def no_rung_warning(cells: list[RunConfig], spec: SearchSpec) -> str | None:
+    """One line when min_epochs leaves no rung below every run's epochs: nothing is pruned."""
+    longest = max(c.epochs for c in cells)
+    if rungs(longest, spec.min_epochs, spec.eta):
+        return None
+    return (f"search: min_epochs = {spec.min_epochs} is not below any run's epochs (the longest "
+            f"has {longest}): no rung, nothing is pruned; set min_epochs below {longest}")

@@ -7,7 +7,9 @@ values, no torch: the driver that pauses groups at the rungs is `halving.py`.
     samples = 20               # random: how many configurations per experiment
     seed = 0                   # random: the same seed gives the same samples
     halving = true             # random: prune with successive halving (the default); grid: false
-    eta = 3                    # keep the best 1/eta at each rung
+    rule = "noise"             # keep the best 1/eta and those within seed noise; "top": best 1/eta
+    eta = 6                    # keep the best 1/eta at each rung (default 6 for "noise", 3 for "top")
+    alpha = 0.02               # rule "noise": prune only what is worse at one-sided p < alpha
     min_epochs = 1             # the first rung; the next ones at min_epochs * eta^i
     metric = "val_acc"         # or "val_loss": validation only, never the test set
 
@@ -19,7 +21,8 @@ values, no torch: the driver that pauses groups at the rungs is `halving.py`.
 
 Successive halving (Jamieson & Talwalkar 2016), synchronous: every group pauses at a rung until
 all of them have reached it; configurations (all their seeds together) are ranked by the mean of
-the metric over their seeds at the rung; the best ceil(n / eta) go on, the others stop there.
+the metric over their seeds at the rung; the best ceil(n / eta) go on, and with rule "noise" every
+other one not significantly worse than the last of them (pruning.py); the others stop there.
 """
 
 from __future__ import annotations
@@ -29,25 +32,38 @@ import math
 import random
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from .config import RUN_FIELDS, Frozen, explain, validate_run
 from .errors import UserError
+from .pruning import METRICS, Rung, decide, rungs, running_at, seed_score  # noqa: F401
 
-METRICS = {"val_acc": True, "val_loss": False}  # name -> higher is better
 SIGNIFICANT = 4  # sampled floats are rounded to this many significant digits: readable names
 
 
 class SearchSpec(Frozen):
-    """A validated [search] table."""
+    """A validated [search] table. Strict types: halving = "no" is not false, eta = 3.0 not 3."""
+
+    model_config = ConfigDict(strict=True)
 
     method: Literal["grid", "halving", "random"] = "grid"
     halving: bool | None = None  # None: on for "halving" and "random", off for "grid"
-    eta: int = Field(3, ge=2)
+    eta: int = Field(None, ge=2)  # None: 6 with rule "noise", 3 with rule "top" (filled in)
     min_epochs: int = Field(1, ge=1)
     metric: Literal["val_acc", "val_loss"] = "val_acc"
     samples: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
+    rule: Literal["noise", "top"] = "noise"  # pruning.py: the top 1/eta ("top"), and ties ("noise")
+    alpha: float = Field(0.02, gt=0, lt=0.5)  # rule "noise": prune only at one-sided p < alpha
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_eta(cls, data: Any) -> Any:
+        # the defaults the replay chose (bench/search_replay.py): eta 6 with ties kept, and
+        # today's eta 3 for the plain top-1/eta rule
+        if isinstance(data, dict) and data.get("eta") is None:
+            data = {**data, "eta": 3 if data.get("rule") == "top" else 6}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSpec:
@@ -154,52 +170,6 @@ def sample(space: dict[str, dict[str, list]], samples: int, seed: int) -> list[d
     return out
 
 
-def rungs(max_epochs: int, min_epochs: int, eta: int) -> list[int]:
-    """The rung epochs min_epochs * eta^i below the longest run's epochs."""
-    out, e = [], min_epochs
-    while e < max_epochs:
-        out.append(e)
-        e *= eta
-    return out
-
-
 def config_key(cfg_json: dict) -> str:
     """A configuration: every setting but the seed (its seeds are kept or pruned together)."""
     return json.dumps({k: v for k, v in cfg_json.items() if k != "seed"}, sort_keys=True)
-
-
-def seed_score(history: list[dict], status: str, epoch: int, metric: str) -> float:
-    """A seed's metric at the rung `epoch` (its last epoch, if it stopped before), worst when it
-    diverged or is not finite: a diverged seed pulls its configuration to the bottom."""
-    worst = -math.inf if METRICS[metric] else math.inf
-    if not history or (status == "diverged" and len(history) <= epoch):
-        return worst
-    v = float(history[min(epoch, len(history)) - 1][metric])
-    return v if math.isfinite(v) else worst
-
-
-def running_at(history: list[dict], status: str, epoch: int) -> bool:
-    """Was this seed still training when it reached `epoch`? (It went past it, or it was paused
-    or pruned there.)"""
-    return len(history) > epoch or (len(history) == epoch and status in ("running", "pruned"))
-
-
-def decide(epoch: int, seeds: dict[str, list[tuple[list[dict], str]]], epochs: dict[str, int],
-           eta: int, metric: str) -> tuple[list[str], list[str]]:
-    """The rung at `epoch`: (kept, pruned) configuration keys, best first.
-
-    seeds: configuration key (suite order) -> (history, status) of each of its seeds; epochs: its
-    planned epochs. Contenders are the configurations that go on past this rung (planned epochs
-    beyond it, a seed still training at it); they are ranked by the mean over their seeds of the
-    metric at the rung, ties broken by suite order; the best ceil(n / eta) are kept."""
-    contenders = [k for k, runs in seeds.items()
-                  if epochs[k] > epoch and any(running_at(h, s, epoch) for h, s in runs)]
-    sign = -1.0 if METRICS[metric] else 1.0  # sort ascending: best first
-
-    def score(k: str) -> float:
-        values = [seed_score(h, s, epoch, metric) for h, s in seeds[k]]
-        return sign * sum(values) / len(values)
-
-    order = sorted(contenders, key=lambda k: (score(k), contenders.index(k)))
-    n_keep = math.ceil(len(order) / eta)
-    return order[:n_keep], order[n_keep:]
