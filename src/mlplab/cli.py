@@ -98,7 +98,7 @@ def report_cmd(out, to) -> None:
     paths = _report_and_table(out, "", to)
     console.print(f"report: {paths['html']}  {paths['md']}", markup=False, highlight=False)
     for note in paths.get("notes", ()):
-        err_console.print(f"note: {note}", markup=False, highlight=False)
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _report_and_table(out, what: str, to=None) -> dict:

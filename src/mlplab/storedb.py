@@ -47,6 +47,8 @@ def _store_error(e: sqlite3.DatabaseError, path: Path) -> Exception:
     kind = sqlite_kind(e)
     if kind == "full":
         return e
+    if "no such table" in str(e):  # an SQLite file, not ours
+        return UserError(f"{path} is an SQLite database but not an mlplab store ({e})")
     if kind in ("corrupt", "other") and not _healthy(path):
         return UserError(f"{path} is not a readable mlplab store ({e}); every finished run is also "
                          f"in {path.parent / 'runs'}/: move mlplab.db aside and run again to "
