@@ -117,8 +117,8 @@ def _gallery(path: Path, notes: list[str], captions) -> tuple | None:
             raise ValueError(f"images of shape {list(images.shape)}, {len(labels)} labels")
         return images, captions(g)
     except (UserError, KeyError, ValueError, TypeError, RuntimeError) as e:
-        why = str(e).removeprefix(f"{path}: ").splitlines()[0][:200] if str(e) else type(e).__name__
-        notes.append(f"{path.parent.name}/{path.name} is damaged and left out ({why})")
+        notes.append(f"{path.parent.name}/{path.name} is damaged and left out "
+                     f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
         return None
 
 
@@ -143,10 +143,26 @@ def _rungs(table: list[dict], search: dict | None) -> list[int]:
 
 
 def search_figure(table: list[dict], by_exp: dict, search: dict | None):
-    """The picture of a search (plots.search_plot) from the comparison and search.json."""
-    return plots.search_plot(by_exp, {e["experiment"]: e["pruned_at"] for e in table},
-                             _rungs(table, search), search["metric"] if search else "val_acc",
-                             search["eta"] if search else 3)
+    """The picture of a search (plots.search_plot) from the comparison and search.json; a
+    configuration kept at a rung for being within seed noise of the last of the best 1/eta (rule
+    "noise") gets an open circle there."""
+    metric = search["metric"] if search else "val_acc"
+    fig = plots.search_plot(by_exp, {e["experiment"]: e["pruned_at"] for e in table},
+                            _rungs(table, search), metric, search["eta"] if search else 3)
+    marks = []
+    for r in (search or {}).get("rungs", []):
+        for name in r.get("within_noise", []):  # absent in logs of rule "top" and older runs
+            mean = plots.band(by_exp[name], metric)[0] if name in by_exp else []
+            if len(mean) >= r["epoch"]:
+                marks.append((r["epoch"], mean[r["epoch"] - 1]))
+    if marks:
+        ax = fig.axes[0]
+        ax.plot(*zip(*marks, strict=True), "o", markerfacecolor="none", markeredgecolor="black",
+                markersize=7, linestyle="none", label="kept within seed noise (o)")
+        for legend in list(fig.legends):  # the legend again, with the new entry
+            legend.remove()
+        fig.legend(loc="outside right upper", fontsize=7)
+    return fig
 
 
 def _search_figure(table: list[dict], by_exp: dict, search: dict | None) -> tuple[str, str, bytes]:
