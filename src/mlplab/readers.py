@@ -110,14 +110,18 @@ def _read_tables(found: Found) -> Raw:
     train = whole(found.files["train"], "required")
     ytr = to_labels(train.y, str(found.files["train"][0]))
     notes, xte = [], None
-    if "test" in found.files:
-        test = whole(found.files["test"], "optional", train.x.shape[1])  # a label if one more
+    tests = found.files.get("test", [])
+    if found.layout == "csv" and tests and not tables.csv_has_labels(tests[0], train.x.shape[1]):
+        tests = []  # Kaggle's test.csv: known from its first line, never parsed here
+        notes.append(f"{found.files['test'][0].name} has no labels (a Kaggle test file): not used "
+                     "here; predict it with `mlplab predict RUN FILE --kaggle`")
+    if tests:
+        test = whole(tests, "optional", train.x.shape[1])  # a label if one more
         _same_shape(train.shape, test.shape, found.root)
         if test.y is None:
-            notes.append(f"{found.files['test'][0].name} has no labels (a Kaggle test file): not used "
-                         "here; predict it with `mlplab predict RUN FILE --kaggle`")
+            notes.append(f"{tests[0].name} has no labels: not used here")
         else:
-            xte, yte = test.x, to_labels(test.y, str(found.files["test"][0]))
+            xte, yte = test.x, to_labels(test.y, str(tests[0]))
     return Raw(found.layout, train.x, ytr, xte, yte if xte is not None else None, train.shape,
                train.classes or sidecar_classes(found.root), notes)
 

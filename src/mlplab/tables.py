@@ -100,6 +100,24 @@ def _numeric(text: str) -> bool:
         return False
 
 
+def _header(line: bytes) -> tuple[str, list[str]]:
+    """(delimiter, fields) of a CSV's first line."""
+    head = line.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
+    delim = next((d for d in (",", ";", "\t") if d in head), ",")
+    return delim, head.split(delim)
+
+
+def csv_has_labels(path: Path, width: int) -> bool:
+    """Whether a pixel CSV holds labels, from its first line alone: a label column in its
+    header, or (without one) rows of width + 1 values."""
+    with open_maybe_gzip(path) as f:
+        first = next(LineStream(f, str(path)).blocks(1 << 16), b"")
+    _, names = _header(first.partition(b"\n")[0])
+    if all(_numeric(n) for n in names):
+        return len(names) == width + 1
+    return any(n.strip().strip('"').lower() in LABEL_NAMES for n in names)
+
+
 def read_csv(path: Path, label: str = "required", width: int | None = None) -> Part:
     """A pixel CSV (see the module docstring) -> Part; one UserError for anything malformed."""
     what = str(path)
@@ -108,10 +126,8 @@ def read_csv(path: Path, label: str = "required", width: int | None = None) -> P
         blocks = stream.blocks()
         first = next(blocks, b"")
         line, _, rest = first.partition(b"\n")
-        head = line.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
-        delim = next((d for d in (",", ";", "\t") if d in head), ",")
-        names = head.split(delim)
-        if not head.strip():
+        delim, names = _header(line)
+        if not line.strip():
             raise UserError(f"{what}: empty; expected a header or rows of label and pixels")
         if all(_numeric(n) for n in names):
             li, order, shape = _headerless(len(names), what, label, width)
