@@ -117,8 +117,8 @@ def _gallery(path: Path, notes: list[str], captions) -> tuple | None:
             raise ValueError(f"images of shape {list(images.shape)}, {len(labels)} labels")
         return images, captions(g)
     except (UserError, KeyError, ValueError, TypeError, RuntimeError) as e:
-        notes.append(f"{path.parent.name}/{path.name} is damaged and left out "
-                     f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
+        why = str(e).removeprefix(f"{path}: ").splitlines()[0][:200] if str(e) else type(e).__name__
+        notes.append(f"{path.parent.name}/{path.name} is damaged and left out ({why})")
         return None
 
 
