@@ -4,10 +4,13 @@ whether halving found the full grid's winner, or one the full grid cannot tell a
 (Welch's t-test on validation accuracy over seeds, as the comparison table does).
 
     python bench/search.py [--suite search] [--seeds 3] [--epochs N] [--threads 1] [--out DIR]
+        [--rule noise|top] [--eta N] [--alpha A] [--min-epochs N] [--sequential]
 
 A grid suite gets [search] method = "halving" for its pruned run; a random-search suite is
-trained in full with halving = false. Results: bench/results/search-<suite>-<date>.json. The run
-folders stay in --out, so an interrupted benchmark resumes where it stopped.
+trained in full with halving = false. --rule/--eta/--alpha/--min-epochs override the suite's
+[search] for the pruned run (--rule alone takes that rule's default eta). Results:
+bench/results/search-<suite>-<rule>-<date>.json. The run folders stay in --out, so an
+interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,26 +19,29 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
 from mlplab.compare import comparison
-from mlplab.search import SearchSpec
+from mlplab.search import parse_search
 from mlplab.store import read_db, rows
 from mlplab.suite import apply_overrides, load_suite
 from mlplab.sweep import budget, run_suite
 
 
-def variants(suite):
-    """(full grid, halving) versions of one suite."""
-    spec = suite.search or SearchSpec()
-    if spec.method == "random":
-        full = spec.model_copy(update={"halving": False})
-        pruned = spec.model_copy(update={"halving": True})
-    else:
-        full, pruned = spec.model_copy(update={"method": "grid", "halving": False}), \
-            spec.model_copy(update={"method": "halving", "halving": True})
-    return suite.model_copy(update={"search": full}), suite.model_copy(update={"search": pruned})
+def variants(suite, rule: dict | None = None):
+    """(full grid, halving) versions of one suite; `rule` overrides [search] keys of the pruned
+    run (rule, eta, alpha, min_epochs), validated as a [search] table is."""
+    table = suite.search.model_dump(exclude_none=True) if suite.search else {}
+    full = {**table, "halving": False} if table.get("method") == "random" else \
+        {**table, "method": "grid", "halving": False}
+    pruned = {**table, "halving": True, **({} if table.get("method") == "random" else {"method": "halving"}),
+              **(rule or {})}
+    if rule and "rule" in rule and "eta" not in rule:
+        pruned.pop("eta", None)  # the rule's own default eta
+    return (suite.model_copy(update={"search": parse_search(full, "full grid")}),
+            suite.model_copy(update={"search": parse_search(pruned, "halving")}))
 
 
 def _train(suite, out: str, threads: int, queue) -> None:
@@ -69,18 +75,32 @@ def main() -> None:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/runs/search")
+    ap.add_argument("--rule", choices=("noise", "top"), help="the pruned run's rule (default: the suite's)")
+    ap.add_argument("--eta", type=int)
+    ap.add_argument("--alpha", type=float)
+    ap.add_argument("--min-epochs", type=int)
+    ap.add_argument("--sequential", action="store_true",
+                    help="train the full grid, then the pruned run (one process at a time)")
     args = ap.parse_args()
     suite = apply_overrides(load_suite(args.suite), seeds=args.seeds, epochs=args.epochs)
-    full, halving = variants(suite)
+    rule = {k: v for k, v in (("rule", args.rule), ("eta", args.eta), ("alpha", args.alpha),
+                              ("min_epochs", args.min_epochs)) if v is not None}
+    full, halving = variants(suite, rule)
+    h = halving.search  # the pruned run's own folder: runs of another rule are not resumed into it
     outs = {"full": str(Path(args.out) / f"{suite.name}-full"),
-            "halving": str(Path(args.out) / f"{suite.name}-halving")}
+            "halving": str(Path(args.out) / (f"{suite.name}-halving-{h.rule}-eta{h.eta}-min{h.min_epochs}"
+                                             + (f"-a{h.alpha}" if h.rule == "noise" else "")))}
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_train, args=(s, outs[k], args.threads, queue))
              for k, s in (("full", full), ("halving", halving))]
+    walls = {}
     for p in procs:
         p.start()
-    walls = dict(queue.get() for _ in procs)
+        if args.sequential:
+            walls.update([queue.get()])
+            p.join()
+    walls.update(queue.get() for _ in range(len(procs) - len(walls)))
     for p in procs:
         p.join()
     res = {k: summarize(s, Path(outs[k]), walls[outs[k]])
@@ -95,14 +115,17 @@ def main() -> None:
     result = {
         "date": dt.date.today().isoformat(), "suite": suite.name, "seeds": len(suite.seeds),
         "configurations": len(suite.runs()), "threads_per_process": args.threads,
-        "side_by_side": "both started together, one process each", **res,
+        "command": "python " + " ".join(sys.argv),
+        "search": halving.search.model_dump(),
+        "side_by_side": ("one after the other" if args.sequential
+                         else "both started together, one process each"), **res,
         "model_epochs_ratio": round(res["halving"]["model_epochs"] / res["full"]["model_epochs"], 3),
         "wall_ratio": round(res["halving"]["wall_s"] / res["full"]["wall_s"], 3),
         "halving_winner_in_full_grid": {"marker": entry["marker"], "p": entry["p"],
                                         "val_acc": entry["val_acc"]},
         "verdict": verdict,
     }
-    path = Path("bench/results") / f"search-{suite.name}-{result['date']}.json"
+    path = Path("bench/results") / f"search-{suite.name}-{halving.search.rule}-{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"{suite.name}: full grid {res['full']['model_epochs']} model-epochs in "
           f"{res['full']['wall_s']:.0f} s, halving {res['halving']['model_epochs']} in "

@@ -198,11 +198,13 @@ def main() -> None:
     ap.add_argument("--configs", type=int, default=18)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--name", default="search-replay")
+    ap.add_argument("--epochs", type=int, help="replay a shorter search: the curves cut at this epoch")
     args = ap.parse_args()
     out = {"command": "python " + " ".join(sys.argv), "instances": args.instances,
            "seeds_per_instance": args.seeds, "configs_per_instance": args.configs, "grids": {}}
     for g in args.grids:
         names, V = load_grid(RESULTS / f"replay-grid-{g}.csv")
+        V = V[:, :, :args.epochs] if args.epochs else V
         res = replay(V, policies(V.shape[2], args.configs), args.instances, args.seeds, args.configs)
         res = {k: {"family": family(k), **v} for k, v in res.items()}
         out["grids"][g] = {"configurations": len(names), "seeds": V.shape[1], "epochs": V.shape[2],
