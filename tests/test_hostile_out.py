@@ -89,6 +89,16 @@ def test_a_run_refuses_a_link_planted_at_any_write_site(tmp_path, mnist, site):
         assert not any(p.is_dir() and not p.is_symlink() for p in (out / "runs").iterdir())
 
 
+@pytest.mark.parametrize("site", ["mlplab.db", "results.csv", ".mlplab.lock"])
+def test_a_fifo_where_a_file_goes_is_refused_before_training(tmp_path, mnist, site):
+    out = tmp_path / "fresh"
+    out.mkdir()
+    os.mkfifo(out / site)  # opening it for reading would block forever
+    with pytest.raises(UserError, match="not a (regular|plain) file"):
+        run_suite(_suite(), out, device="cpu")
+    assert (out / site).is_fifo() and not (out / "runs").exists()
+
+
 @pytest.mark.parametrize("site", ["plots", "report_files", "report.html", "report.md",
                                   f"plots/{plots.slug('é')}.png", "plots/overlay.png"])
 def test_a_report_refuses_a_link_planted_at_any_write_site(out, tmp_path, site):

@@ -90,14 +90,13 @@ class Checkpointer:
         try:
             if os.path.islink(self.path):
                 raise ValueError("a symbolic link")
-            tensors = load_file(str(self.path))
-            meta = read_meta(self.path)
+            meta, shapes = _header(self.path)  # the tensors are read only once they fit
             why = None if meta.get("run_ids") == run_ids else "another group's checkpoint"
-            why = why or misfit(tensors, meta)
+            why = why or misfit(shapes, meta)
+            if why is None:
+                return load_file(str(self.path)), meta
         except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
             why = f"unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        if why is None:
-            return tensors, meta
         self.set_aside(why)
         return None
 
@@ -117,6 +116,17 @@ def read_meta(path: Path) -> dict:
         return json.loads(f.metadata()["mlplab"])
 
 
+def _header(path: Path) -> tuple[dict, dict[str, tuple[tuple[int, ...], str]]]:
+    """(meta, name -> (shape, dtype)) from a checkpoint's header alone: nothing is allocated
+    from what a file declares before it is known to fit."""
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["mlplab"])
+        shapes = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    if not isinstance(meta, dict):
+        raise ValueError("its header is not a JSON object")
+    return meta, shapes
+
+
 def remove(folder: str | Path, run_ids: list[str]) -> None:
     """Delete a committed group's checkpoint (and the folder once empty), never through a link."""
     folder = Path(folder)
@@ -127,9 +137,10 @@ def remove(folder: str | Path, run_ids: list[str]) -> None:
             os.rmdir(folder.name, dir_fd=parent)  # fails while other groups' checkpoints are there
 
 
-def misfit(tensors: dict[str, torch.Tensor], meta: dict) -> str | None:
+def misfit(shapes: dict[str, tuple[tuple[int, ...], str]], meta: dict) -> str | None:
     """Why a checkpoint cannot resume its group (None: it fits): another format or mlplab
-    version, configurations that are not the group's, a missing tensor, another shape."""
+    version, configurations that are not the group's, a missing tensor, another shape. shapes:
+    each tensor's (shape, safetensors dtype), from the file's header."""
     from . import __version__
 
     if meta.get("format") != FORMAT or meta.get("mlplab") != __version__:
@@ -152,19 +163,19 @@ def misfit(tensors: dict[str, torch.Tensor], meta: dict) -> str | None:
             float(m[k])  # a number (else TypeError/ValueError: does not fit)
     expected = _shapes(cfgs, active)
     member = {n[len("model."):]: s[1:] for n, s in expected.items() if n.startswith("model.")}
-    for name, t in tensors.items():
+    for name, (shape, _) in shapes.items():
         if name.startswith("member."):
             _, j, n = name.split(".", 2)
-            if int(j) not in range(len(cfgs)) or member.get(n) != tuple(t.shape):
+            if int(j) not in range(len(cfgs)) or member.get(n) != shape:
                 return f"tensor {name} does not fit"
         elif name not in expected and name != "rng.cuda":
             return f"tensor {name} is not part of a checkpoint"
     for name, shape in expected.items():
-        if name not in tensors:
+        if name not in shapes:
             return f"tensor {name} is missing"
-        if tuple(tensors[name].shape) != shape:
-            return f"tensor {name} has shape {list(tensors[name].shape)}, not {list(shape)}"
-        if name.startswith(("rng.", "order.")) and tensors[name].dtype != torch.uint8:
+        if shapes[name][0] != shape:
+            return f"tensor {name} has shape {list(shapes[name][0])}, not {list(shape)}"
+        if name.startswith(("rng.", "order.")) and shapes[name][1] != "U8":
             return f"tensor {name} is not a generator state"
     return None
 

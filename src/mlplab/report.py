@@ -103,12 +103,17 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
             "histories": by_exp, "notes": notes}
 
 
+GALLERY_MAX_BYTES = 16 << 20
+
+
 def _gallery(path: Path, notes: list[str], captions) -> tuple | None:
     """(images [n, side²] uint8, captions) from a stored gallery file, or None with a note in
     the report when it is damaged (the rest of the report is made without it)."""
     if not path.is_file():
         return None
     try:
+        if path.stat().st_size > GALLERY_MAX_BYTES:  # a gallery is a few hundred small images
+            raise ValueError(f"{path.stat().st_size:,} bytes, more than a gallery holds")
         g = store.read_tensors(path)
         images, labels = g["images"].numpy(), g["labels"]
         side = round(images.shape[1] ** 0.5) if images.ndim == 2 else 0

@@ -178,15 +178,25 @@ def remove_temporaries(dir_fd: int, any_pid: bool = False) -> list[str]:
     return gone
 
 
+FOLDERS = ("runs", "checkpoints", "plots", "report_files")  # the rest of what mlplab writes: files
+
+
 def refuse_links(root: Path | str, names: tuple[str, ...], inside: tuple[str, ...] = ()) -> None:
-    """A UserError naming the first of root/<names> that is a link, or the first link directly
-    inside root/<inside> (checked before a run writes anything)."""
+    """A UserError naming the first of root/<names> that is a link or not what mlplab writes there
+    (a FIFO, a device, a folder where a file goes), or the first link directly inside
+    root/<inside>: checked before a run trains or a report draws."""
     root = Path(root)
     with folder(root, create=False) as fd:
         for name in (*names, *inside):
             st = _lstat(fd, name)
-            if st is not None and stat.S_ISLNK(st.st_mode):
+            if st is None:
+                continue
+            if stat.S_ISLNK(st.st_mode):
                 raise link_error(root / name)
+            want = "folder" if name in inside or name in FOLDERS else "regular file"
+            if not (stat.S_ISDIR if want == "folder" else stat.S_ISREG)(st.st_mode):
+                raise UserError(f"{root / name}: exists and is not a {want}; mlplab writes there: "
+                                "move it aside and run again")
         for sub in inside:
             if _lstat(fd, sub) is None:
                 continue
