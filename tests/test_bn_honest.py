@@ -18,11 +18,11 @@ def test_the_warning_says_how_many_updates_and_the_fix():
     bn = {"norm": "batch", "batch_norm": True, "bn_momentum": 0.99}
     text = bn_honest.warning(bn, {"bn_updates": 48, "bn_steps_per_epoch": 24})
     assert text == ("BatchNorm's moving statistics saw 48 updates at momentum 0.99 (their starting "
-                    'values still weigh 62%): use bn_eval = "precise", ≥ 13 epochs, or '
+                    'values still weigh 62%): use bn_eval = "precise", ≥ 17 epochs, or '
                     "bn_momentum = 0.9")
-    assert bn_honest.updates_needed(0.99) == 299 and 0.99 ** 299 <= 0.05 < 0.99 ** 298
-    assert bn_honest.warning(bn, {"bn_updates": 299, "bn_steps_per_epoch": 24}) is None
-    assert bn_honest.warning(bn, {"bn_updates": 298, "bn_steps_per_epoch": 24}) is not None
+    assert bn_honest.updates_needed(0.99) == 390 and 0.99 ** 390 <= 0.02 < 0.99 ** 389
+    assert bn_honest.warning(bn, {"bn_updates": 390, "bn_steps_per_epoch": 24}) is None
+    assert bn_honest.warning(bn, {"bn_updates": 389, "bn_steps_per_epoch": 24}) is not None
     assert bn_honest.warning({**bn, "bn_momentum": 0.9}, {"bn_updates": 48}) is None
     assert bn_honest.warning({**bn, "bn_eval": "precise"}, {"bn_updates": 48}) is None
     assert bn_honest.warning({"norm": "layer"}, {"bn_updates": 48}) is None
@@ -118,7 +118,7 @@ def test_the_flag_is_next_to_the_number_in_table_dataframe_and_report(honest):
     warned = table["bn_warning"].dropna()
     assert list(warned.index) == ["few"]
     assert warned["few"].startswith("BatchNorm's moving statistics saw 10 updates at momentum 0.99")
-    assert 'bn_eval = "precise"' in warned["few"] and "bn_momentum = 0.7" in warned["few"]
+    assert 'bn_eval = "precise"' in warned["few"] and "bn_momentum = 0.5" in warned["few"]
     rows = {r["experiment"]: r for r in compare.table_rows(honest._comparison())}
     assert rows["few"]["val_acc"].endswith(" ⚠") and rows["few"]["test_acc"].endswith(" ⚠")
     assert not any(rows[n]["val_acc"].endswith("⚠") for n in ("precise", "fast", "plain"))
@@ -141,3 +141,6 @@ def test_runs_record_their_updates_and_precise_its_moving_numbers(honest):
     assert precise["bn_moving"]["test_acc"] == pytest.approx(metrics["few"]["test_acc"])
     assert precise["bn_moving"]["val_acc"] == pytest.approx(metrics["few"]["val_acc"])
     assert precise["test_acc"] != metrics["few"]["test_acc"]
+    # 10 updates leave 90% of the starting values: the population statistics do better (by 7 to
+    # 19 points over seeds 0-7 of this case, measured; seed 0 here)
+    assert precise["val_acc"] > precise["bn_moving"]["val_acc"] + 0.02
