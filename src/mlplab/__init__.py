@@ -33,6 +33,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mlplab' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """What tab completion offers: the whole API, the parts imported on first use included."""
+    return sorted({*globals(), *__all__})
+
+
 try:
     __version__ = version("mlplab")
 except PackageNotFoundError:  # running from a source tree that was never installed

@@ -81,7 +81,7 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, che
     except KeyboardInterrupt as e:  # here, before click turns it into Abort (and a blank line)
         _interrupted(e)
     # The folder is the unit: `run` and `report` show the same table, of every run in OUT.
-    paths = _report_and_table(out, f"suite {s.name}: {len(rows)} runs")
+    paths = _report_and_table(out, f"suite {s.name}: {len(rows)} runs", keep=True)
     search = report.search_log(Path(out)) if s.prunes else None
     if search:
         console.print(f"successive halving: {report.budget_text(search)}", highlight=False)
@@ -101,11 +101,15 @@ def report_cmd(out, to) -> None:
         err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _report_and_table(out, what: str, to=None) -> dict:
-    """Write OUT's report and print its comparison table (both of every run in OUT)."""
+def _report_and_table(out, what: str, to=None, keep: bool = False) -> dict:
+    """Write OUT's report and print its comparison table (both of every run in OUT). keep: a
+    report that already shows the store as it is stays (a rerun that trained nothing)."""
     from .store import snapshot
 
-    paths = report.write_report(out, to=to)
+    if keep and to is None and report.up_to_date(out):
+        paths = {"html": Path(out) / "report.html", "md": Path(out) / "report.md", "notes": []}
+    else:
+        paths = report.write_report(out, to=to)
     rows, _ = snapshot(out)
     _print_table(compare.comparison(rows), f"{out}: {len(rows)} runs" + (f" ({what})" if what else ""))
     return paths

@@ -25,6 +25,13 @@ class Figure(_Figure):
     def _repr_png_(self) -> bytes:
         return png(self)
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> None:
+        """Called by IPython first whenever it displays the figure: pyplot's inline backend is
+        told it has been shown (see showing.py); the PNG itself comes from the formatters."""
+        from .showing import displayed
+
+        displayed(self)
+
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HASHED = re.compile(r"-[0-9a-f]{8}$")

@@ -126,22 +126,24 @@ def write_to(dest: str, body: bytes) -> Path:
 # export
 
 
-def export(folder: Path, fmt: str, dest: Path | str | None = None) -> Path | str:
+def export(folder: Path, fmt: str, dest: Path | str | None = None,
+           params: tuple[str, str] = ("--format", "--to")) -> Path | str:
     """A standalone model taking float [N, 784] pixels in [0, 1] (pixel / 255) and returning
     logits [N, classes]: TorchScript (.pt) or ONNX (.onnx). dest: a file (a link the user made is
     written through to its target, never replaced), "-" for standard output (binary), or None:
-    model.<ext> in the run folder (never through a link planted there). Returns where it went."""
+    model.<ext> in the run folder (never through a link planted there). Returns where it went.
+    params: how errors name fmt and dest (the CLI's flags; Run.export's parameters)."""
     import io
     import sys
 
     from . import safefs
 
     if fmt not in EXPORTERS:
-        raise UserError(f"--format {fmt!r} is not one of: {', '.join(EXPORTERS)}")
+        raise UserError(f"{params[0]} {fmt!r} is not one of: {', '.join(EXPORTERS)}")
     to_stdout = isinstance(dest, str) and dest == "-"
     if to_stdout and sys.stdout.isatty():
         raise UserError("--to -: standard output is a terminal; redirect it to a file or a pipe")
-    target = None if dest is None or to_stdout else _export_target(Path(dest))
+    target = None if dest is None or to_stdout else _export_target(Path(dest), params[1])
     _, model = load_model(folder)
     net = model.member(0).eval()
     buf = io.BytesIO()
@@ -162,7 +164,7 @@ def export(folder: Path, fmt: str, dest: Path | str | None = None) -> Path | str
     return Path(dest)
 
 
-def _export_target(dest: Path) -> Path:
+def _export_target(dest: Path, param: str = "--to") -> Path:
     """The regular file `--to` names: a link is followed to its target (which is replaced, the
     link kept); a folder, a device, a FIFO or /dev/stdout is refused, never replaced."""
     import os
@@ -173,15 +175,15 @@ def _export_target(dest: Path) -> Path:
     except FileNotFoundError:
         mode = None  # a new file (or a link to one)
     except OSError as e:
-        raise UserError(f"--to {dest}: {e.strerror}") from None
+        raise UserError(f"{param} {dest}: {e.strerror}") from None
     if mode is not None and stat.S_ISDIR(mode):
-        raise UserError(f"--to {dest}: is a folder; name the file to write")
+        raise UserError(f"{param} {dest}: is a folder; name the file to write")
     if mode is not None and not stat.S_ISREG(mode):
-        raise UserError(f"--to {dest}: not a regular file (a device, FIFO or terminal is never "
-                        "replaced); use --to - to write to standard output")
+        raise UserError(f"{param} {dest}: not a regular file (a device, FIFO or terminal is never "
+                        "replaced)" + ("; use --to - to write to standard output" * (param == "--to")))
     target = Path(os.path.realpath(dest)) if dest.is_symlink() else dest
     if not target.parent.is_dir():
-        raise UserError(f"--to {dest}: the folder {target.parent} does not exist")
+        raise UserError(f"{param} {dest}: the folder {target.parent} does not exist")
     return target
 
 

@@ -35,6 +35,7 @@ class Tracker:
         self.t0 = time.perf_counter()
         self.started: float | None = None  # first training event: the rate counts from here
         self.suite, self.plan, self.groups, self.finished = "", [], {}, set()
+        self.nothing = ""  # a rerun with every run stored already: that, instead of a bar
         self.runs_total = self.runs_stored = 0
         self.current = 0  # the group started last
         self.lines: list[str] = []
@@ -45,6 +46,7 @@ class Tracker:
         if kind == "suite":
             self.suite, self.plan = e["suite"], e.get("plan", [])
             self.runs_total = e["todo"]
+            self.nothing = "" if e["todo"] else nothing_text(e)
         elif kind == "group":
             self.current = e["index"]  # in-process epochs are this group's (halving revisits groups)
             self.groups[e["index"]] = {"label": e["label"], "epoch": 0, "epochs": e["epochs"],
@@ -106,6 +108,8 @@ def describe(e: dict) -> str:
 
 def _describe(e: dict) -> str:
     kind = e["event"]
+    if kind == "suite" and not e["todo"]:
+        return f"suite {e['suite']}: {nothing_text(e)}"
     if kind == "suite":
         return (f"suite {e['suite']}: {e['cells']} runs, {e['todo']} to train in {e['groups']} "
                 f"groups on {e['device']}")
@@ -123,6 +127,11 @@ def _describe(e: dict) -> str:
         return (f"rung at epoch {e['epoch']}: {e['contenders']} configurations ranked by mean "
                 f"{e['metric']} over seeds; {len(e['kept'])} go on, {len(e['pruned'])} pruned")
     return ""
+
+
+def nothing_text(e: dict) -> str:
+    """A suite event with nothing to train, said instead of an empty bar."""
+    return f"nothing to train: {e['cells']} runs already in {e.get('out', 'OUT')}"
 
 
 def clock(seconds: float | None) -> str:
@@ -197,7 +206,7 @@ class RichView:
             best = f"best val_acc {g['best']:.4f}  " if g["best"] is not None else ""
             self.bars.update(self.group_tasks[i], completed=done,
                              info=f"epoch {min(g['epoch'] + 1, g['epochs'])}/{g['epochs']}  {best}")
-        self.bars.update(self.suite_task, completed=t.fraction(),
+        self.bars.update(self.suite_task, completed=t.fraction(), visible=not t.nothing,
                          info=f"{t.runs_stored}/{t.runs_total} runs  ETA {clock(t.eta())}")
 
     def close(self) -> None:
@@ -226,6 +235,10 @@ class JupyterView:
         self.last = time.perf_counter()
         t = self.tracker
         bar = lambda f: f'<progress value="{f:.4f}" max="1" style="width:18em"></progress>'  # noqa: E731
+        if t.nothing:
+            self.handle.update(self.HTML(f"<div><b>{html.escape(printable(t.suite))}</b> · "
+                                         f"{html.escape(printable(t.nothing))}</div>"))
+            return
         rows = [f"<div><b>{html.escape(printable(t.suite))}</b> {bar(t.fraction())} {t.fraction():.0%} · "
                 f"{t.runs_stored}/{t.runs_total} runs · "
                 f"{'interrupted' if t.interrupted else f'ETA {clock(t.eta())}'}"

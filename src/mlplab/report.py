@@ -204,6 +204,8 @@ def write_report(out: str | Path, run_ids: list[str] | None = None,
     rep = build(out, run_ids)
     try:
         _write_files(dest, rep)
+        if run_ids is None:  # the whole store's report: say which state of the store it shows
+            store.write_text_atomic(dest / STAMP, store_state(out), root=dest)
     except OSError as e:
         if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
@@ -211,7 +213,32 @@ def write_report(out: str | Path, run_ids: list[str] | None = None,
     return {"html": dest / "report.html", "md": dest / "report.md", "notes": rep["notes"]}
 
 
-REPORT_NAMES = ("report.html", "report.md", "plots", "report_files")
+STAMP = ".report-state"  # beside the report: the state of the store it shows (`up_to_date`)
+REPORT_NAMES = ("report.html", "report.md", "plots", "report_files", STAMP)
+
+
+def store_state(out: Path) -> str:
+    """What a report of OUT depends on, in one line: the runs committed (how many, when the last
+    was) and the mlplab version that draws it. Any commit changes it."""
+    from . import __version__
+
+    db = store.read_db(out)
+    try:
+        n, last = db.execute("SELECT COUNT(*), MAX(finished_at) FROM runs").fetchone()
+    finally:
+        db.close()
+    return f"{n} runs, last finished {last}, mlplab {__version__}"
+
+
+def up_to_date(out: str | Path) -> bool:
+    """Whether OUT's report shows its store as it is now (its stamp matches and its files are
+    there): a rerun that trained nothing keeps it instead of drawing it again."""
+    out = Path(out)
+    try:
+        stamp = (out / STAMP).read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return stamp == store_state(out) and all((out / n).exists() for n in REPORT_NAMES[:4])
 
 
 def _read_only(path: Path) -> bool:

@@ -272,5 +272,7 @@ def _value(row: dict, key: str) -> str:
 def _sortable(row: dict, key: str):
     v = row[key] if key in COLUMNS else json.loads(row["config"]).get(key)
     if v is None:
-        return (1, 0)
-    return (0, v.lower() if isinstance(v, str) else v)
+        return (2, 0)
+    if isinstance(v, int | float):  # numbers before text; a list (per-layer stddevs) as its JSON
+        return (0, v)
+    return (1, v.lower() if isinstance(v, str) else json.dumps(v))

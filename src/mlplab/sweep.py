@@ -57,11 +57,13 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     epoch, None: none); an interrupted group resumes from its last one."""
     check_run_options(device, workers, cluster, checkpoint_every, data_dir)
     out = store.prepare_out(out)
-    remote = bool(cluster or workers)
+    # every run in OUT already: no data to load, no memory to check, no cluster to reach
+    stored = _all_stored(out, suite.cells())
+    remote = bool(cluster or workers) and not stored
     dev = device if remote else str(resolve_device(device))  # a cluster's workers resolve it
     # before OUT exists: a dataset that does not fit, a group that cannot fit in memory
-    sizes = check_data(suite.runs(), data_dir, progress)
-    if not cluster:  # a remote cluster's memory is its own; local workers share this machine's
+    sizes = {} if stored else check_data(suite.runs(), data_dir, progress)
+    if not cluster and not stored:  # a remote cluster's memory is its own; local workers share ours
         local_dev = dev if not workers else str(resolve_device(device))
         check_fits([list(g.cfgs) for g in plan(suite.cells(), max_group)],
                    {d: n for d, (n, _) in sizes.items()}, local_dev, workers or 1,
@@ -83,6 +85,18 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
             disconnect(client, local)
 
 
+def _all_stored(out: Path, cells: list[RunConfig]) -> bool:
+    """Whether every cell is in OUT's store already (read-only: nothing is written here)."""
+    if not (out / "mlplab.db").is_file():
+        return False
+    db = store.read_db(out)
+    try:
+        done = store.finished_ids(db)
+    finally:
+        db.close()
+    return all(c.run_id in done for c in cells)
+
+
 def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads, ckpt):
     cells = suite.cells()
     db = store.open_store(out)
@@ -90,7 +104,7 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
     todo = [c for c in cells if c.run_id not in done]
     groups = plan(todo, max_group)
     emit = progress or (lambda e: None)
-    emit({"event": "suite", "suite": suite.name, "cells": len(cells), "todo": len(todo),
+    emit({"event": "suite", "suite": suite.name, "cells": len(cells), "todo": len(todo), "out": str(out),
           "groups": len(groups), "device": dev if not remote else f"{dev} via Dask",
           "epochs": sum(max(c.epochs for c in g.cfgs) for g in groups),
           "plan": [{"label": g.label, "members": len(g.cfgs), "epochs": max(c.epochs for c in g.cfgs),

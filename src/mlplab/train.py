@@ -57,9 +57,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use auto or cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device {name!r} is not one of: auto, cpu, cuda")
+        raise UserError("device 'cuda': no CUDA device is available here; use auto or cpu")
+    if name not in ("cpu", "cuda"):  # the words of inputs.check_device (the CLI's --device too)
+        raise UserError(f"device {name!r} is not one of: auto, cpu, cuda")
     return torch.device(name)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from . import plots, report, store
 from .config import RunConfig
 from .errors import UserError
+from .showing import adopt
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,18 +25,19 @@ if TYPE_CHECKING:
 class Run:
     """One trained run: its config, metrics, history, and a model that predicts and exports."""
 
-    def __init__(self, results: Results, row: dict):
+    def __init__(self, results: Results, row: dict, out: Path):
         self._results = results  # keeps a temporary folder alive
         self._row = row
         self.run_id: str = row["run_id"]
-        self.folder = store.run_dir(results.out, self.run_id)
+        self.experiment: str = row["experiment"]  # its configuration's name, as in Results.table()
+        self.folder = store.run_dir(out, self.run_id)
         self.config = RunConfig.model_validate_json(row["config"])
         self.metrics: dict[str, Any] = {**{k: row[k] for k in store.COLUMNS},
                                         **json.loads(row["metrics"])}
         self._model = None
 
     def __repr__(self) -> str:
-        return (f"<mlplab.Run {self.run_id} {self.config.name!r} seed {self.config.seed}: "
+        return (f"<mlplab.Run {self.run_id} {self.experiment!r} seed {self.config.seed}: "
                 f"test_acc {self.metrics['test_acc']:.4f}, {self.metrics['status']}>")
 
     @property
@@ -76,23 +78,27 @@ class Run:
     def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
         """Write a standalone model (float pixels [N, 784] in [0, 1] -> logits): `onnx` or
         `torchscript`; default path: the run folder. Returns the path written."""
+        from .inputs import check_path
         from .predict import export
 
-        return export(self.folder, format, Path(path) if path else None)
+        path = check_path(path, "path")
+        return export(self.folder, format, Path(path) if path else None, params=("format", "path"))
 
     def plot_confusion(self) -> Figure:
+        """The confusion matrix on the test set."""
         m = self.metrics
-        return plots.confusion_plot(m["confusion_matrix"], self._classes(),
-                                    f"{self.config.name}, seed {self.config.seed}")
+        return adopt(plots.confusion_plot(m["confusion_matrix"], self._classes(),
+                                          f"{self.config.name}, seed {self.config.seed}"))
 
     def plot_errors(self) -> Figure:
+        """Misclassified test digits (true → predicted), as stored when the run finished."""
         path = self.folder / "errors.safetensors"
         if not path.is_file():
             raise UserError(f"{self.folder}: no misclassified digits were stored for this run")
         g = store.read_tensors(path)
         captions = [f"{y} → {p}" for y, p in zip(g["labels"].tolist(), g["preds"].tolist(), strict=True)]
-        return plots.gallery_plot(g["images"].numpy(), captions,
-                                  f"misclassified test digits (true → predicted), {self.config.name}")
+        return adopt(plots.gallery_plot(g["images"].numpy(), captions,
+                                        f"misclassified test digits (true → predicted), {self.config.name}"))
 
     def _stacked(self):
         if self._model is None:
