@@ -9,7 +9,8 @@ accuracy at the last epoch over those seeds. For each policy and instance: the m
 (fraction of the instance's full grid), whether the winner was trained to the end (kept), the
 regret (winner's mean minus the mean of the best configuration the policy trained to the end),
 and whether that one is within noise of the winner (Welch p >= 0.05 on the 3 seeds, as the
-comparison table decides). Writes bench/results/search-replay.{json,md,png}.
+comparison table decides); and the keep-rate over the instances whose winner was a slow starter
+(not in the top third after epoch 1). Writes bench/results/search-replay.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,8 +60,11 @@ def score(V: np.ndarray, epochs: np.ndarray, finishers: list[int]) -> dict:
     winner = int(np.argmax(final))
     chosen = max(finishers, key=lambda i: (final[i], -i))
     p = 1.0 if chosen == winner else welch(list(V[winner, :, -1]), list(V[chosen, :, -1]))
+    first = V[:, :, 0].mean(1)  # a slow starter: the winner was not in the top third at epoch 1
+    slow = int((first > first[winner]).sum()) >= math.ceil(len(V) / 3)
     return {"fraction": float(epochs.sum() / (len(V) * E)), "kept": winner in finishers,
-            "regret": float(final[winner] - final[chosen]), "within_noise": bool(p >= 0.05)}
+            "regret": float(final[winner] - final[chosen]), "within_noise": bool(p >= 0.05),
+            "slow": slow}
 
 
 def replay(V: np.ndarray, policies: dict[str, Callable], n: int = 300, seeds: int = 3,
@@ -75,12 +80,15 @@ def replay(V: np.ndarray, policies: dict[str, Callable], n: int = 300, seeds: in
 
 
 def summary(rows: list[dict]) -> dict:
+    slow = [r["kept"] for r in rows if r["slow"]]
     return {"instances": len(rows),
             "fraction": round(float(np.mean([r["fraction"] for r in rows])), 4),
             "keep_rate": round(float(np.mean([r["kept"] for r in rows])), 4),
             "mean_regret": round(float(np.mean([r["regret"] for r in rows])), 6),
             "max_regret": round(float(np.max([r["regret"] for r in rows])), 6),
-            "within_noise": round(float(np.mean([r["within_noise"] for r in rows])), 4)}
+            "within_noise": round(float(np.mean([r["within_noise"] for r in rows])), 4),
+            "slow_starter_instances": len(slow),
+            "slow_starter_keep_rate": round(float(np.mean(slow)), 4) if slow else None}
 
 
 def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
@@ -141,11 +149,13 @@ def envelope(points: list[tuple[float, float]], key: str) -> list[tuple[float, f
 
 def table(res: dict[str, dict]) -> str:
     """Markdown: one row per policy, cheapest first."""
-    lines = ["| policy | model-epochs | winner kept | mean regret | max regret | within noise |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| policy | model-epochs | winner kept | mean regret | max regret | within noise "
+             "| slow-starter winner kept |", "|---|---|---|---|---|---|---|"]
     for name, r in sorted(res.items(), key=lambda kv: kv[1]["fraction"]):
+        slow = (f"{r['slow_starter_keep_rate']:.0%} of {r['slow_starter_instances']}"
+                if r["slow_starter_instances"] else "—")
         lines.append(f"| {name} | {r['fraction']:.3f} | {r['keep_rate']:.1%} | {r['mean_regret']:.5f} "
-                     f"| {r['max_regret']:.4f} | {r['within_noise']:.1%} |")
+                     f"| {r['max_regret']:.4f} | {r['within_noise']:.1%} | {slow} |")
     return "\n".join(lines)
 
 
