@@ -170,3 +170,14 @@ def test_the_search_picture_marks_configurations_kept_within_noise():
     log["rungs"][0].pop("within_noise")
     assert not [line for line in search_figure(table, by_exp, log).axes[0].lines
                 if line.get_label().startswith("kept within")]
+
+
+def test_the_rule_never_enters_a_run_id():
+    from mlplab.suite import parse_suite
+
+    base = {"name": "s", "seeds": 2, "experiment": [{"name": "m", "architecture": "64",
+                                                     "grid": {"lr": [0.001, 0.01]}}]}
+    ids = [[c.run_id for c in parse_suite({**base, **extra}, "s").cells()] for extra in (
+        {}, {"search": {"method": "halving"}}, {"search": {"method": "halving", "rule": "top"}},
+        {"search": {"method": "halving", "rule": "noise", "eta": 4, "alpha": 0.01}})]
+    assert ids[0] == ids[1] == ids[2] == ids[3] and len(set(ids[0])) == 4
