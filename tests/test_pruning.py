@@ -181,3 +181,19 @@ def test_the_rule_never_enters_a_run_id():
         {}, {"search": {"method": "halving"}}, {"search": {"method": "halving", "rule": "top"}},
         {"search": {"method": "halving", "rule": "noise", "eta": 4, "alpha": 0.01}})]
     assert ids[0] == ids[1] == ids[2] == ids[3] and len(set(ids[0])) == 4
+
+
+def test_a_run_whose_min_epochs_leaves_no_rung_says_so_in_one_line(tmp_path, mnist):
+    import os
+    import subprocess
+
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nseeds = 2\n[defaults]\ntrain_size = 300\nval_size = 200\nepochs = 2\n'
+                     '[search]\nmethod = "halving"\nmin_epochs = 2\n[[experiment]]\nname = "m"\n'
+                     'architecture = "16"\ngrid = { lr = [0.001, 0.01] }\n')
+    r = subprocess.run([sys.executable, "-m", "mlplab", "run", str(suite), "--out", str(tmp_path / "o"),
+                        "--device", "cpu"], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "min_epochs" in x]
+    assert len(lines) == 1 and "no rung, nothing is pruned" in lines[0], r.stderr
