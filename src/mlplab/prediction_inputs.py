@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tables
+from . import parquet, tables
 from .bounded import open_image
 from .bounded import read_npy as _read_npy
 from .errors import UserError
@@ -114,7 +114,7 @@ def load_inputs(paths: list[str], width: int = 784) -> tuple[list[str], np.ndarr
         if low.endswith(".npy"):
             batch = read_npy(p, width)
         elif low.endswith(TABLES):
-            reader = tables.read_parquet if low.endswith(".parquet") else tables.read_csv
+            reader = parquet.read_parquet if low.endswith(".parquet") else tables.read_csv
             batch = reader(p, label="optional", width=width).x
         else:
             names.append(p.name)

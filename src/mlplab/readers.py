@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import imagefolder, tables
+from . import imagefolder, parquet, tables
 from .bounded import read_npz
 from .errors import UserError
 from .idx import read_file as read_idx
@@ -96,7 +96,7 @@ def _read_npz(found: Found) -> Raw:
 
 
 def _read_tables(found: Found) -> Raw:
-    reader = tables.read_csv if found.layout == "csv" else tables.read_parquet
+    reader = tables.read_csv if found.layout == "csv" else parquet.read_parquet
 
     def whole(paths, label, width=None):
         parts = [reader(p, label, width) for p in paths]

@@ -1,33 +1,28 @@
-"""Pixel tables: CSV (plain or gzipped) and Parquet, the way Kaggle and Hugging Face ship
-MNIST-style data.
+"""Pixel tables: CSV (plain or gzipped) the way Kaggle ships MNIST-style data; the column
+conventions Parquet files share (`parquet.py`).
 
 CSV: an optional header (`label,pixel0…pixel783`, `label,pixel1…pixel784`, `label,1x1…28x28`),
 without one the label is the first column; `,` `;` or tab. Parsed by numpy's C reader in blocks
 of whole lines, each block turned into uint8 at once (a 42,000-row file never exists as a
 float64 frame), with every limit of `bounded.LineStream`.
 
-Parquet (needs pyarrow: `pip install 'mlplab[parquet]'`): an image column (Hugging Face's
-struct {bytes, path} holding PNG bytes, or plain binary) and a label column; or pixel columns
-named as in a CSV. Class names come from Hugging Face's ClassLabel metadata when present.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .bounded import MAX_DATA_PIXELS, LineStream, gib, max_bytes, open_image, open_maybe_gzip
+from .bounded import LineStream, gib, max_bytes, open_maybe_gzip
 from .errors import UserError
-from .pixels import gray, to_u8
+from .pixels import to_u8
 
 LABEL_NAMES = ("label", "labels", "class")
-IMAGE_NAMES = ("image", "img", "images", "pixels")
 PIXEL = re.compile(r"pixel_?(\d+)")
 GRID = re.compile(r"(\d+)x(\d+)")
 
@@ -143,7 +138,7 @@ def read_csv(path: Path, label: str = "required", width: int | None = None) -> P
             if (n + len(a)) * len(order) > max_bytes():
                 raise UserError(f"{what}: more than {gib(max_bytes())} of pixels, over the limit "
                                 "(MLPLAB_MAX_DATA_BYTES)")
-            xs.append(_pixels(_columns(a, order), what, line0 + n))
+            xs.append(checked_pixels(select_columns(a, order), what, line0 + n))
             ys.append(a[:, li].copy() if li is not None else None)  # not a view: frees the block
             n += len(a)
     if n == 0:
@@ -152,7 +147,7 @@ def read_csv(path: Path, label: str = "required", width: int | None = None) -> P
     return Part(np.concatenate(xs), y, shape)
 
 
-def _pixels(a: np.ndarray, what: str, line0: int, unit: str = "line") -> np.ndarray:
+def checked_pixels(a: np.ndarray, what: str, line0: int, unit: str = "line") -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):
         if a.size and (a.min() < 0 or a.max() > 255):  # the error path finds the line
             bad = np.nonzero(((a < 0) | (a > 255)).any(1))[0][0]
@@ -163,7 +158,7 @@ def _pixels(a: np.ndarray, what: str, line0: int, unit: str = "line") -> np.ndar
     return to_u8(a, what)
 
 
-def _columns(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+def select_columns(a: np.ndarray, order: np.ndarray) -> np.ndarray:
     """a[:, order], as a slice (no copy) where the columns are already in order."""
     if len(order) and (np.diff(order) == 1).all():
         return a[:, order[0]:order[-1] + 1]
@@ -204,97 +199,3 @@ def _diagnose(block: bytes, delim: str, n_fields: int, what: str, line0: int, na
                 return (f"{where}: {v.strip()!r} is fractional, but the lines before hold whole "
                         "numbers; write every pixel one way (0–255, or floats in [0, 1])")
     return f"{what}: unreadable lines from line {line0} on (values out of range for their type)"
-
-
-# ---------------------------------------------------------------------------------------------
-# Parquet
-
-
-def _pyarrow():
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UserError("reading Parquet needs pyarrow: pip install 'mlplab[parquet]'") from None
-    return pq
-
-
-def _hf_classes(schema, label_col: str) -> tuple[str, ...] | None:
-    """Class names from Hugging Face's metadata (a ClassLabel feature), if the file has them."""
-    try:
-        meta = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))
-        feat = meta.get("info", {}).get("features", {}).get(label_col, {})
-        names = feat.get("names")
-        return tuple(str(n) for n in names) if isinstance(names, list) and names else None
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
-def read_parquet(path: Path, label: str = "required", width: int | None = None) -> Part:
-    """A Parquet file of PNG images (or pixel columns) and labels -> Part."""
-    pq = _pyarrow()
-    what = str(path)
-    try:
-        f = pq.ParquetFile(path)
-        md = f.metadata
-        size = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
-    except Exception as e:  # pyarrow raises its own error types (ArrowInvalid, OSError, ...)
-        raise UserError(f"{what}: not a readable Parquet file ({e})") from None
-    if size > max_bytes():
-        raise UserError(f"{what}: {gib(size)} uncompressed, over the {gib(max_bytes())} limit "
-                        "(MLPLAB_MAX_DATA_BYTES)")
-    schema = f.schema_arrow
-    names = list(schema.names)
-    low = [n.lower() for n in names]
-    label_col = next((names[i] for i, n in enumerate(low) if n in LABEL_NAMES), None)
-    image_col = next((names[i] for i, n in enumerate(low) if n in IMAGE_NAMES), None)
-    if image_col is None:
-        if not any(PIXEL.fullmatch(n) or GRID.fullmatch(n) for n in low):
-            raise UserError(f"{what}: no image column ({', '.join(IMAGE_NAMES)}: PNG bytes) and no "
-                            "pixel columns (pixelN or RxC)")
-        return _pixel_table(f, names, what, label, width)
-    if label_col is None and label == "required":
-        raise UserError(f"{what}: no label column (a column named {' or '.join(LABEL_NAMES)})")
-    cols = [image_col] + ([label_col] if label_col else [])
-    xs, ys, shape, n = [], [], None, 0
-    for batch in f.iter_batches(batch_size=2048, columns=cols):
-        for cell in batch.column(0).to_pylist():
-            png = cell.get("bytes") if isinstance(cell, dict) else cell
-            if not isinstance(png, bytes | bytearray):
-                raise UserError(f"{what}: row {n}: the {image_col} column holds no image bytes")
-            im = gray(open_image(io.BytesIO(png), f"{what} row {n}", MAX_DATA_PIXELS), f"{what} row {n}")
-            if shape is None:
-                shape = im.shape
-                if md.num_rows * im.size > max_bytes():
-                    raise UserError(f"{what}: {md.num_rows:,} images of {im.shape[0]}×{im.shape[1]} "
-                                    f"exceed the {gib(max_bytes())} limit (MLPLAB_MAX_DATA_BYTES)")
-            elif im.shape != shape:
-                raise UserError(f"{what}: row {n} is {im.shape[0]}×{im.shape[1]}, row 0 is "
-                                f"{shape[0]}×{shape[1]}: all images of a dataset must have one size")
-            xs.append(im.reshape(-1))
-            n += 1
-        if label_col:
-            ys.append(batch.column(1).to_numpy(zero_copy_only=False))
-    if n == 0:
-        raise UserError(f"{what}: no rows")
-    if width is not None and shape[0] * shape[1] != width:
-        raise UserError(f"{what}: images of {shape[0]}×{shape[1]} pixels; expected {width}")
-    return Part(np.stack(xs), np.concatenate(ys) if ys else None, tuple(shape),
-                _hf_classes(schema, label_col) if label_col else None)
-
-
-def _pixel_table(f, names, what: str, label: str, width: int | None) -> Part:
-    li, order, shape = plan(names, what, label, width)
-    xs, ys, n = [], [], 0
-    for batch in f.iter_batches(batch_size=8192):
-        try:
-            a = np.column_stack([c.to_numpy(zero_copy_only=False) for c in batch.columns])
-        except Exception as e:  # noqa: BLE001  (pyarrow's own types)
-            raise UserError(f"{what}: columns that are not numbers ({e})") from None
-        if not np.issubdtype(a.dtype, np.number):
-            raise UserError(f"{what}: pixel columns must hold numbers (found {a.dtype})")
-        xs.append(_pixels(_columns(a, order), what, n, "row"))
-        ys.append(a[:, li].copy() if li is not None else None)
-        n += len(a)
-    if n == 0:
-        raise UserError(f"{what}: no rows")
-    return Part(np.concatenate(xs), None if li is None else np.concatenate(ys), shape)
