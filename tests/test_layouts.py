@@ -140,6 +140,10 @@ def test_kmnist_npz_pairs_and_keras_npz(tmp_path, arrays):
     ds = data.load(str(keras))
     same(ds, arrays)  # a [N, 1] label column is squeezed
     assert ds.classes == tuple("abcdefghij")
+    floats = tmp_path / "floats.npz"  # Keras users' x / 255: scaled back, not rounded to 0/1
+    np.savez(floats, x_train=arrays[0].astype(np.float32) / 255, y_train=arrays[1],
+             x_test=arrays[2] / 255.0, y_test=arrays[3].astype(np.float64))
+    same(data.load(str(floats)), arrays)
 
 
 def test_qmnist_2d_int32_labels_and_emnist_transposed_idx(tmp_path, arrays):
