@@ -184,16 +184,29 @@ def summary(suite, only) -> None:
               help="results folder to look RUN up in, when RUN is a run id")
 @click.option("--top", default=3, show_default=True, type=click.IntRange(1, 100))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def predict_cmd(run, images, out, top, as_json) -> None:
-    """Classify IMAGES (PNG/JPEG of any size and polarity, or .npy batches) with a stored RUN
-    (run folder, or run id in --out)."""
+@click.option("--kaggle", is_flag=True,
+              help="write a Kaggle submission (ImageId from 1, Label) instead of a table")
+@click.option("--to", "dest", type=click.Path(dir_okay=False),
+              help="file for --kaggle (default: standard output)")
+def predict_cmd(run, images, out, top, as_json, kaggle, dest) -> None:
+    """Classify IMAGES (PNG/JPEG of any size and polarity, .npy batches, pixel CSV or Parquet
+    files such as Kaggle's test.csv) with a stored RUN (run folder, or run id in --out)."""
     from . import predict as pr
 
+    if dest and not kaggle:
+        raise UserError("--to goes with --kaggle (the submission file to write)")
     folder = pr.find_run(run, out)
-    names, x = pr.load_inputs(list(images))
     cfg, model = pr.load_model(folder)
+    names, x = pr.load_inputs(list(images), model.widths[0])
     preds = pr.predict(model, x, top)
-    classes = _class_names(cfg)
+    if kaggle:
+        body = pr.kaggle_csv([ps[0][0] for ps in preds])
+        if dest:
+            console.print(f"submission: {pr.write_to(dest, body)} ({len(preds):,} rows)")
+        else:
+            sys.stdout.buffer.write(body)
+        return
+    classes = pr.class_names(folder, cfg)
     if as_json:
         print(pr.to_json([{"input": n, "top": [{"class": classes[c], "index": c, "p": p}
                                                for c, p in ps]} for n, ps in zip(names, preds,
@@ -272,11 +285,6 @@ def _not_nan(value: float) -> float:
     return value
 
 
-def _class_names(cfg) -> tuple[str, ...]:
-    spec = data_mod.DATASETS.get(cfg.dataset)
-    return spec.classes if spec else tuple(str(i) for i in range(cfg.widths[-1]))
-
-
 @cli.group("data")
 def data_cmd() -> None:
     """Fetch and inspect datasets."""
@@ -291,6 +299,22 @@ def data_fetch(name, data_dir) -> None:
     ds = data_mod.load(name, data_dir, log=lambda s: err_console.print(f"[dim]{s}[/]"))
     console.print(f"{name}: {len(ds.x_train):,} train + {len(ds.x_test):,} test images "
                   f"from {ds.source}; cached in {data_mod.home() / 'datasets' / name}")
+
+
+@data_cmd.command("inspect")
+@click.argument("path")
+@click.option("--png", "png", type=click.Path(dir_okay=False),
+              help="where to write the sample grid (default: samples.png in the current folder)")
+@click.option("--per-class", default=8, show_default=True, type=click.IntRange(1, 50))
+def data_inspect(path, png, per_class) -> None:
+    """Show what PATH (a dataset name, or [LAYOUT:]PATH) holds: layout, splits, image shape,
+    pixel range, classes and their balance; write a grid of samples per class."""
+    from . import datasets
+    from .predict import write_to
+
+    found = datasets.inspect(path, per_class=per_class)  # its notes are printed below
+    console.print(str(found), highlight=False, markup=False)
+    console.print(f"samples: {write_to(png or 'samples.png', found.png())}", highlight=False)
 
 
 @data_cmd.command("info")
