@@ -77,13 +77,19 @@ def test_run_writes_table_results_runs_and_plots(tiny_run):
 def test_rerun_resumes_and_trains_nothing(tiny_run):
     suite, out, first = tiny_run
     before = (out / "results.csv").read_text()
+    report = (out / "report.html").stat()
     again = mlplab("run", str(suite), "--out", str(out), "--device", "cpu")
     assert again.returncode == 0, again.stderr
-    assert "4 runs, 0 to train" in again.stderr
+    assert f"suite tiny: nothing to train: 4 runs already in {out}" in again.stderr
+    assert "0/0" not in again.stderr and "0%" not in again.stderr  # no empty bar
     assert (out / "results.csv").read_text() == before
+    kept = (out / "report.html").stat()  # the store did not change: the report is not drawn again
+    assert (kept.st_ino, kept.st_mtime_ns) == (report.st_ino, report.st_mtime_ns)
+    assert "runs (suite tiny: 4 runs)" in again.stdout  # the table is printed all the same
     more = mlplab("run", str(suite), "--out", str(out), "--device", "cpu", "--seeds", "3",
                   "--only", "narrow")
     assert "2 runs" in more.stderr or "3 runs, 1 to train" in more.stderr
+    assert more.returncode == 0 and (out / "report.html").stat().st_ino != kept.st_ino  # redrawn
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
