@@ -3,13 +3,16 @@
 values, no torch: the driver that pauses groups at the rungs is `halving.py`.
 
     [search]
-    method = "random"          # "grid" (the default), "halving" (a grid, pruned) or "random"
+    method = "random"          # "grid" (the default), "halving" (a grid, pruned), "random" or "tpe"
     samples = 20               # random: how many configurations per experiment
+    trials = 24                # tpe (Optuna, mlplab[optuna]): configurations proposed in all,
+    batch = 8                  #   K at a time (constant liar), trained as fused groups (search_tpe.py)
     seed = 0                   # random: the same seed gives the same samples
     halving = true             # random: prune with successive halving (the default); grid: false
-    rule = "noise"             # keep the best 1/eta and those within seed noise; "top": best 1/eta
+    rule = "noise"             # the best 1/eta, those within seed noise, and at the first rung the
+                               # best with each value of each setting; "top": the best 1/eta only
     eta = 6                    # keep the best 1/eta at each rung (default 6 for "noise", 3 for "top")
-    alpha = 0.02               # rule "noise": prune only what is worse at one-sided p < alpha
+    alpha = 0.05               # rule "noise": prune only what is worse at one-sided p < alpha
     min_epochs = 1             # the first rung; the next ones at min_epochs * eta^i
     metric = "val_acc"         # or "val_loss": validation only, never the test set
 
@@ -46,15 +49,17 @@ class SearchSpec(Frozen):
 
     model_config = ConfigDict(strict=True)
 
-    method: Literal["grid", "halving", "random"] = "grid"
+    method: Literal["grid", "halving", "random", "tpe"] = "grid"
     halving: bool | None = None  # None: on for "halving" and "random", off for "grid"
     eta: int = Field(None, ge=2)  # None: 6 with rule "noise", 3 with rule "top" (filled in)
     min_epochs: int = Field(1, ge=1)
     metric: Literal["val_acc", "val_loss"] = "val_acc"
     samples: int | None = Field(None, ge=1)
+    trials: int | None = Field(None, ge=1)  # tpe: configurations proposed in all
+    batch: int | None = Field(None, ge=1)  # tpe: proposed together, trained as fused groups
     seed: int = Field(0, ge=0)
     rule: Literal["noise", "top"] = "noise"  # pruning.py: the top 1/eta ("top"), and ties ("noise")
-    alpha: float = Field(0.02, gt=0, lt=0.5)  # rule "noise": prune only at one-sided p < alpha
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # rule "noise": prune only at one-sided p < alpha
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +76,13 @@ class SearchSpec(Frozen):
             raise ValueError("samples: method = \"random\" needs samples = N (how many configurations)")
         if self.method != "random" and self.samples is not None:
             raise ValueError(f"samples: only method = \"random\" samples (method is {self.method!r})")
+        if self.method == "tpe" and (self.trials is None or self.batch is None):
+            raise ValueError("trials: method = \"tpe\" needs trials = N and batch = K (proposed together)")
+        if self.method != "tpe" and (self.trials is not None or self.batch is not None):
+            raise ValueError("trials/batch: only method = \"tpe\" proposes in batches "
+                             f"(method is {self.method!r})")
+        if self.method == "tpe" and self.batch > self.trials:
+            raise ValueError(f"batch: {self.batch} is more than trials = {self.trials}; batch ≤ trials")
         if self.method == "halving" and self.halving is False:
             raise ValueError("halving: method = \"halving\" with halving = false; use method = \"grid\"")
         return self

@@ -71,6 +71,7 @@ class Suite(Frozen):
     defaults: dict[str, Any] = {}
     search: SearchSpec | None = None
     space: dict[str, dict[str, list[Any]]] = {}
+    proposals: list[tuple[int, dict[str, Any]]] = []  # tpe: one batch (trial number, values)
 
     @field_validator("name")
     @classmethod
@@ -109,16 +110,20 @@ class Suite(Frozen):
         experiments x grid x random samples. A sample's name carries its number and values:
         'search #3[lr=0.0012,dropout=0.31]'."""
         out, made_by = [], {}
-        draws = sample(self.space, self.samples, self.search.seed) if self.space else [{}]
+        if self.search and self.search.method == "tpe":  # search_tpe.py sets each batch's
+            draws = list(self.proposals)
+        else:
+            draws = list(enumerate(sample(self.space, self.samples, self.search.seed), 1)) \
+                if self.space else [(1, {})]
         for exp in self.experiments:
             grid = {**self.grid, **exp.grid}
             keys = list(grid)
             for combo in itertools.product(*(grid[k] for k in keys)):
                 chosen = dict(zip(keys, combo, strict=True))
-                for i, drawn in enumerate(draws):
+                for i, drawn in draws:
                     values = {**self.defaults, **exp.settings, **chosen, **drawn}
                     suffix = ",".join(f"{k}={_short(v)}" for k, v in {**chosen, **drawn}.items())
-                    name = exp.name + (f" #{i + 1}" if self.space else "")
+                    name = exp.name + (f" #{i}" if self.space else "")
                     name = f"{name}[{suffix}]" if suffix else name
                     if name in made_by:  # one run id for two runs: a folder would be replaced
                         raise UserError(
@@ -163,12 +168,17 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
     grid = _grid(data.get("grid", {}), f"suite {name}: grid")
     search = parse_search(data.get("search"), f"suite {name}: search")
     space = parse_space(data.get("space", {}), f"suite {name}: space", defaults)
-    if space and not (search and search.method == "random"):
-        raise UserError(f"suite {name}: a [space] is sampled by random search only; add [search] "
-                        "method = \"random\" and samples = N")
-    if search and search.method == "random" and not space:
-        raise UserError(f"suite {name}: search: method = \"random\" needs a [space] of "
+    if space and not (search and search.method in ("random", "tpe")):
+        raise UserError(f"suite {name}: a [space] is sampled by random search only (or tpe); add "
+                        "[search] method = \"random\" and samples = N")
+    if search and search.method in ("random", "tpe") and not space:
+        raise UserError(f"suite {name}: search: method = \"{search.method}\" needs a [space] of "
                         "distributions, e.g. [space] lr = { log_uniform = [1e-4, 1e-2] }")
+    exps = data.get("experiment") if isinstance(data.get("experiment"), list) else [{}]
+    if search and search.method == "tpe" and (data.get("grid") or len(exps) > 1
+                                               or any(isinstance(e, dict) and e.get("grid") for e in exps)):
+        raise UserError(f"suite {name}: search: method = \"tpe\" runs one study: one experiment "
+                        "and no grid (sample those settings in [space] instead)")
     raw = data.get("experiment")
     if raw is None and space:  # a search may be all space: one experiment, named after the suite
         raw = [{"name": name}]

@@ -55,6 +55,12 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     Either way this process is the store's only writer and commits each group as it finishes.
     checkpoint_every: seconds between a group's epoch checkpoints in OUT/checkpoints (0: every
     epoch, None: none); an interrupted group resumes from its last one."""
+    if suite.search and suite.search.method == "tpe" and not suite.proposals:
+        from .search_tpe import run_tpe  # batch after batch, each one call of this function
+
+        return run_tpe(suite, out, device=device, data_dir=data_dir, progress=progress,
+                       max_group=max_group, cluster=cluster, workers=workers, threads=threads,
+                       security=security, checkpoint_every=checkpoint_every)
     check_run_options(device, workers, cluster, checkpoint_every, data_dir)
     out = store.prepare_out(out)
     # every run in OUT already: no data to load, no memory to check, no cluster to reach
