@@ -4,9 +4,9 @@ the user is told in at most two lines what was saved and that the same command (
 
 `LastEpoch` holds a group's state at the end of its last finished epoch (in memory when the periodic
 checkpoint was not due) so that an interrupt in the middle of the next epoch can still write it;
-the copy costs one clone of the parameters and optimizer slots per epoch. `Interrupted` is the
-KeyboardInterrupt that carries what was saved; IPython shows only its lines
-(`_render_traceback_`), not a traceback through torch.
+the copy costs one host copy of the parameters and optimizer slots per epoch (host memory, on
+top of `memory.py`'s estimate). `Interrupted` is the KeyboardInterrupt that carries what was
+saved; IPython shows only its lines (`_render_traceback_`), not a traceback through torch.
 
 Torch-free: `mlplab.Interrupted` is importable without torch.
 """
@@ -114,7 +114,9 @@ class LastEpoch:
             self.written, self.held = epoch, None
         elif state is not None:
             tensors, meta = state
-            self.held = ({k: v.detach().clone() for k, v in tensors.items()}, copy.deepcopy(meta))
+            # a host copy: GPU memory stays what the group needs to train (memory.py's estimate)
+            self.held = ({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()},
+                         copy.deepcopy(meta))
 
     def save(self) -> dict:
         """Write the held state (if the last finished epoch is not on disk yet); the record of
