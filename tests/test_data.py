@@ -189,9 +189,9 @@ def _npz(path, x_train, y_train, x_test=None, y_test=None):
 
 @pytest.mark.parametrize("make, arch, message", [
     (lambda rng: (rng.integers(0, 255, (200, 10, 10), dtype=np.uint8), rng.integers(0, 10, 200)),
-     "512-256", "takes 784 inputs, but dataset"),
+     "512-256", "100-pixel images; set inputs = 100 and classes = 10"),
     (lambda rng: (rng.integers(0, 255, (200, 784), dtype=np.uint8), rng.integers(0, 26, 200)),
-     "64", "has labels up to 25; end it with -26"),
+     "64", "has labels up to 25; set classes = 26"),
     (lambda rng: (np.where(rng.random((200, 784)) < 0.01, np.nan, rng.random((200, 784))),
      rng.integers(0, 10, 200)), "64", "pixels hold NaN or infinity"),
     (lambda rng: (rng.integers(0, 255, (200, 784), dtype=np.uint8), rng.random(200) * 9),

@@ -81,6 +81,10 @@ class RunConfig(Frozen):
     train_size: int | None = Field(None, gt=0, description="use only the first N training images")
     # model
     architecture: str = "784-512-256-10"
+    # input width (pixels) and classes of the dataset, for images other than 28x28 / 10 classes:
+    # the architecture is written in full with them ("560-64-3") or as hidden sizes ("64")
+    inputs: int = Field(784, gt=0, le=1 << 24)
+    classes: int = Field(10, ge=2, le=1000)
     activation: str = "relu"
     # the norm layer of every hidden block: none, batch (BatchNorm) or layer (LayerNorm);
     # batch_norm = true/false and bn_position are synonyms of norm = "batch"/"none" and
@@ -215,7 +219,7 @@ class RunConfig(Frozen):
     # derived values -------------------------------------------------------------------------
     @property
     def widths(self) -> tuple[int, ...]:
-        return parse_architecture(self.architecture)
+        return parse_architecture(self.architecture, self.inputs, self.classes)
 
     def residual_blocks(self) -> list[int]:
         """Hidden blocks (0-based) whose input and output widths match: where a skip can go."""

@@ -195,11 +195,12 @@ def check_fits(ds: Dataset, widths: tuple[int, ...], where: str) -> None:
     pixels, labels = ds.x_train.shape[1], int(max(ds.y_train.max(), ds.y_test.max())) + 1
     if widths[0] != pixels:
         raise UserError(f"{where}: architecture {'-'.join(map(str, widths))} takes {widths[0]} inputs, "
-                        f"but dataset {ds.name} has {pixels}-pixel images; write it as "
-                        f"'{pixels}-...-{max(labels, widths[-1])}'")
+                        f"but dataset {ds.name} has {pixels}-pixel images; set inputs = {pixels} and "
+                        f"classes = {max(labels, len(ds.classes))}, with the architecture as hidden "
+                        f"sizes ('512-256') or in full ('{pixels}-...-{max(labels, len(ds.classes))}')")
     if labels > widths[-1]:
         raise UserError(f"{where}: architecture {'-'.join(map(str, widths))} has {widths[-1]} outputs, "
-                        f"but dataset {ds.name} has labels up to {labels - 1}; end it with -{labels}")
+                        f"but dataset {ds.name} has labels up to {labels - 1}; set classes = {labels}")
 
 
 def split(ds: Dataset, validation: str = "split", val_size: int = 10_000,

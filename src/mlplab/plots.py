@@ -239,8 +239,9 @@ def confusion_plot(cm: list[list[int]], classes: tuple[str, ...], title: str) ->
 
 
 def gallery_plot(images: np.ndarray, captions: list[str], title: str, cols: int = 9,
-                 color: str = "tab:red") -> Figure:
-    """Digits [n, 784] uint8, each with a caption (e.g. 'true → predicted')."""
+                 color: str = "tab:red", shape: tuple[int, ...] = ()) -> Figure:
+    """Images [n, H*W] uint8, each with a caption (e.g. 'true → predicted'); `shape` (H, W)
+    where the images are not square."""
     n = max(len(images), 1)
     rows = (n + cols - 1) // cols
     fig = Figure(figsize=(cols * 1.1, rows * 1.3 + 0.4), layout="constrained")
@@ -249,7 +250,7 @@ def gallery_plot(images: np.ndarray, captions: list[str], title: str, cols: int 
         ax.axis("off")
     for ax, img, caption in zip(axes.flat, images, captions, strict=False):
         side = int(round(len(img) ** 0.5))
-        ax.imshow(img.reshape(side, side), cmap="gray_r")
+        ax.imshow(img.reshape(shape if len(shape) == 2 else (side, side)), cmap="gray_r")
         ax.set_title(plain(caption), fontsize=8, color=color)
     fig.suptitle(wrap(title, 90), fontsize=10)
     return fig

@@ -32,9 +32,14 @@ from .safetext import markdown, printable
 
 
 def class_names(rows: list[dict]) -> tuple[str, ...]:
-    name = json.loads(rows[0]["config"])["dataset"]
-    spec = data_mod.DATASETS.get(name)
-    n = len(json.loads(rows[0]["metrics"])["per_class_acc"])
+    """The classes' names: stored with the run (folder names, a Parquet file's names, a
+    `classes` list), else the registered dataset's, else the class indices."""
+    metrics = json.loads(rows[0]["metrics"])
+    n = len(metrics["per_class_acc"])
+    stored = metrics.get("classes")
+    if isinstance(stored, list) and len(stored) == n and all(isinstance(c, str) for c in stored):
+        return tuple(stored)
+    spec = data_mod.DATASETS.get(json.loads(rows[0]["config"])["dataset"])
     return spec.classes if spec else tuple(str(i) for i in range(n))
 
 
@@ -80,15 +85,16 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
                               f"{best['test_acc']:.4f} (colour: log count)",
                               plots.png(plots.confusion_plot(metrics["confusion_matrix"],
                                                              class_names(rows), title)))]
+        names, shape = class_names(rows), tuple(metrics.get("image_shape") or ())
         gallery = _gallery(store.run_dir(out, best["run_id"]) / "errors.safetensors", notes,
-                           lambda g: [f"{y} → {p}" for y, p in zip(g["labels"].tolist(),
-                                                                   g["preds"].tolist(), strict=True)])
+                           lambda g: [f"{names[y]} → {names[p]}" for y, p in zip(
+                               g["labels"].tolist(), g["preds"].tolist(), strict=True)], shape)
         if gallery:
             images, captions = gallery
             wrong = round((1 - best["test_acc"]) * n_test)
             figs["gallery"] = [(title, f"the first {len(captions)} of its {wrong} errors, "
                                 "labelled true → predicted", plots.png(plots.gallery_plot(
-                                    images, captions, title)))]
+                                    images, captions, title, shape=shape)))]
     for e in table:  # the first augmented configuration (in rank order): what its nets saw
         aug = [store.run_dir(out, i) / "augmented.safetensors" for i in e["run_ids"]]
         aug = [p for p in aug if p.is_file()]
@@ -106,9 +112,10 @@ def build(out: Path, run_ids: list[str] | None = None) -> dict:
 GALLERY_MAX_BYTES = 16 << 20
 
 
-def _gallery(path: Path, notes: list[str], captions) -> tuple | None:
-    """(images [n, side²] uint8, captions) from a stored gallery file, or None with a note in
-    the report when it is damaged (the rest of the report is made without it)."""
+def _gallery(path: Path, notes: list[str], captions, shape: tuple[int, ...] = ()) -> tuple | None:
+    """(images [n, H*W] uint8, captions) from a stored gallery file (square images unless
+    `shape` says (H, W)), or None with a note in the report when it is damaged (the rest of the
+    report is made without it)."""
     if not path.is_file():
         return None
     try:
@@ -117,11 +124,12 @@ def _gallery(path: Path, notes: list[str], captions) -> tuple | None:
         g = store.read_tensors(path)
         images, labels = g["images"].numpy(), g["labels"]
         side = round(images.shape[1] ** 0.5) if images.ndim == 2 else 0
-        if not side or side * side != images.shape[1] or len(labels) != len(images) \
+        pixels = shape[0] * shape[1] if len(shape) == 2 else side * side
+        if not side or pixels != images.shape[1] or len(labels) != len(images) \
                 or labels.ndim != 1 or not 0 < len(images) <= 1000:
             raise ValueError(f"images of shape {list(images.shape)}, {len(labels)} labels")
         return images, captions(g)
-    except (UserError, KeyError, ValueError, TypeError, RuntimeError) as e:
+    except (UserError, KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:
         why = str(e).removeprefix(f"{path}: ").splitlines()[0][:200] if str(e) else type(e).__name__
         notes.append(f"{path.parent.name}/{path.name} is damaged and left out ({why})")
         return None

@@ -105,6 +105,8 @@ def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints, stop_at=None
     if any(r.status == "running" for r in results):  # paused at a rung: nothing to evaluate yet
         return Paused([(r.cfg.run_id, r.history, r.status) for r in results])
     metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
+    for m in metrics:  # what the report, predict and the gallery need to name and draw classes
+        m.update(classes=list(ds.classes), image_shape=list(ds.shape))
     out = []
     for r, m, g in zip(results, metrics, galleries, strict=True):
         extra = {"errors": g}
@@ -136,6 +138,9 @@ def check_data(cfgs: list[RunConfig], data_dir: str | None, progress=None) -> di
         ds = dataset(cfg.dataset, data_dir, progress)
         where = f"experiment {cfg.name!r}"
         data_mod.check_fits(ds, cfg.widths, where)
+        if cfg.augments and ds.shape[0] != ds.shape[1]:  # before OUT exists, not mid-training
+            raise UserError(f"{where}: augmentation needs square images; {cfg.dataset} has "
+                            f"{ds.shape[0]}x{ds.shape[1]}: turn augmentation off for it")
         n = len(ds.x_train)
         if cfg.validation == "split" and cfg.val_size >= n:
             raise UserError(f"{where}: val_size {cfg.val_size:,} must be below the {n:,} training "
