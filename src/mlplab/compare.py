@@ -221,4 +221,5 @@ def markdown_table(rows: list[dict]) -> str:
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
     body = ["| " + " | ".join(markdown(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
     notes = [markdown(r["bn_note"]) for r in rows if r.get("bn_note")]
-    return "\n".join([head, sep, *body, *([""] + notes if notes else [])])
+    notes = ["", "\n\n".join(notes)] if notes else []  # a paragraph each
+    return "\n".join([head, sep, *body, *notes])
