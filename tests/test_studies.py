@@ -47,7 +47,7 @@ def test_two_folders_compare_as_one_results(two, tmp_path):
     assert table.loc["a", ["n", "runs", "folders"]].tolist() == [3, 3, "study-a, study-b"]
     assert table.loc["b", "folders"] == "study-b" and table.loc["a", "val_acc"] == pytest.approx(
         runs[runs.experiment == "a"].val_acc.mean())
-    assert set(both.history().folder) == {"study-a", "study-b"}
+    assert len(both.history()) == len(runs)  # one epoch each
     assert both.best().folder.parent.parent in (a, b)
     assert both.plot_curves().axes  # a figure over both
     for call in (both.report, both.search, lambda: both.save(tmp_path / "copy")):

@@ -130,12 +130,12 @@ class Results:
 
     def history(self) -> pd.DataFrame:
         """Per-epoch metrics in long form: one row per run and epoch (run_id, experiment, seed,
-        folder, epoch, train/val loss and accuracy, lr, seconds)."""
+        epoch, train/val loss and accuracy, lr, seconds); `to_pandas()` has each run's folder."""
         import pandas as pd
 
-        recs = [{"run_id": r["run_id"], "experiment": r["experiment"], "seed": r["seed"],
-                 "folder": r["folder"], **h} for r in self._rows for h in self._hist[r["run_id"]]]
-        cols = ["run_id", "experiment", "seed", "folder", *store.HISTORY_FIELDS]
+        recs = [{"run_id": r["run_id"], "experiment": r["experiment"], "seed": r["seed"], **h}
+                for r in self._rows for h in self._hist[r["run_id"]]]
+        cols = ["run_id", "experiment", "seed", *store.HISTORY_FIELDS]
         return pd.DataFrame.from_records(recs, columns=cols)
 
     # --- figures (shown once in Jupyter however they are shown: see showing.py) -------------
