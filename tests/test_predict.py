@@ -88,9 +88,12 @@ def test_npy_batches(trained, mnist, tmp_path):
     b = pr.predict(model, pr.load_inputs([str(tmp_path / "f.npy")])[1])
     assert [p[0][0] for p in a] == [p[0][0] for p in b]
     assert all(abs(sum(q for _, q in p) - 1) < 1e-4 or len(p) < 10 for p in a)
-    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
-    with pytest.raises(UserError, match=r"expected \[N, 784\]"):
+    np.save(tmp_path / "bad.npy", np.zeros(5))
+    with pytest.raises(UserError, match=r"shape \[5\]; expected an image \[H, W\]"):
         pr.load_inputs([str(tmp_path / "bad.npy")])
+    np.save(tmp_path / "blank.npy", np.zeros((3, 5)))  # one 3×5 image, nothing drawn
+    with pytest.raises(UserError, match="blank.npy: the image is blank"):
+        pr.load_inputs([str(tmp_path / "blank.npy")])
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(UserError, match="pickled"):
         pr.load_inputs([str(tmp_path / "obj.npy")])

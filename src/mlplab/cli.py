@@ -188,7 +188,10 @@ def summary(suite, only) -> None:
               help="write a Kaggle submission (ImageId from 1, Label) instead of a table")
 @click.option("--to", "dest", type=click.Path(dir_okay=False),
               help="file for --kaggle (default: standard output)")
-def predict_cmd(run, images, out, top, as_json, kaggle, dest) -> None:
+@click.option("--preprocess/--no-preprocess", default=None,
+              help="bring images to MNIST form (crop, 20 px, centre, light on dark); default: "
+                   "unless already 28x28 with a dark border")
+def predict_cmd(run, images, out, top, as_json, kaggle, dest, preprocess) -> None:
     """Classify IMAGES (PNG/JPEG of any size and polarity, .npy batches, pixel CSV or Parquet
     files such as Kaggle's test.csv) with a stored RUN (run folder, or run id in --out)."""
     from . import predict as pr
@@ -197,7 +200,7 @@ def predict_cmd(run, images, out, top, as_json, kaggle, dest) -> None:
         raise UserError("--to goes with --kaggle (the submission file to write)")
     folder = pr.find_run(run, out)
     cfg, model = pr.load_model(folder)
-    names, x = pr.load_inputs(list(images), model.widths[0])
+    names, x = pr.load_inputs(list(images), model.widths[0], preprocess)
     preds = pr.predict(model, x, top)
     if kaggle:
         body = pr.kaggle_csv([ps[0][0] for ps in preds])

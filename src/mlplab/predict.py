@@ -20,6 +20,7 @@ from .prediction_inputs import (  # noqa: F401  (re-exported: predict's inputs)
     as_pixels,
     load_inputs,
     mnist_form,
+    prepare,
     read_image,
     read_npy,
 )
@@ -70,10 +71,10 @@ def load_model(folder: Path) -> tuple[RunConfig, StackedMLP]:
 
 
 def predict(model: StackedMLP, x_u8: np.ndarray, top: int = 3) -> list[list[tuple[int, float]]]:
-    """Top-k (class, probability) per image."""
+    """Top-k (class, probability) per image of uint8 [N, width] (`prepare` makes them)."""
     if x_u8.shape[1] != model.widths[0]:
         raise UserError(f"images of {x_u8.shape[1]} pixels; this model takes {model.widths[0]}")
-    z = logits(model, torch.from_numpy(x_u8))[0]
+    z = logits(model, torch.from_numpy(np.array(x_u8, copy=not x_u8.flags.writeable)))[0]
     probs = torch.softmax(z, -1)
     p, idx = probs.topk(min(top, probs.shape[1]), dim=-1)
     return [[(int(i), float(q)) for i, q in zip(ri, rp, strict=True)]

@@ -53,27 +53,26 @@ class Run:
         [N, 784] in [0, 1] and returning logits."""
         return self._stacked().member(0).eval()
 
-    def predict_proba(self, images) -> np.ndarray:
-        """Class probabilities [N, classes] for images: an array [N, 28, 28] or [N, 784] (uint8
-        pixels or floats in [0, 1]; one image without N also works), or paths of image, .npy,
-        pixel CSV or Parquet files (Kaggle's test.csv)."""
+    def predict_proba(self, images, preprocess: bool | None = None) -> np.ndarray:
+        """Class probabilities [N, classes] for images: paths of image, .npy, pixel CSV or
+        Parquet files (Kaggle's test.csv), PIL images, arrays or tensors of any size ([H, W],
+        [H, W, 3|4], [N, H, W], [N, 784]; uint8 pixels or floats in [0, 1]), or a list of them.
+        All take one path to the model's input (`mlplab.prediction_inputs`): grayscale, then
+        MNIST form (digit light on dark, cropped, 20 px, centred in 28×28). `preprocess`: None
+        (default) applies MNIST form unless the images already are 28×28 with a dark border
+        (MNIST data, kept as it is); True always; False never."""
         import torch
 
         from .evaluate import logits
-        from .predict import as_pixels, load_inputs
+        from .predict import prepare
 
-        if isinstance(images, str | Path) or (isinstance(images, list | tuple) and images
-                                              and isinstance(images[0], str | Path)):
-            paths = [images] if isinstance(images, str | Path) else list(images)
-            x = load_inputs([str(p) for p in paths], self._stacked().widths[0])[1]
-        else:
-            x = as_pixels(images, width=self._stacked().widths[0])
+        x = prepare(images, self._stacked().widths[0], preprocess)[1]
         z = logits(self._stacked(), torch.from_numpy(x))[0]
         return torch.softmax(z, -1).numpy()
 
-    def predict(self, images) -> np.ndarray:
-        """Predicted class index per image (see `predict_proba` for what `images` may be)."""
-        return self.predict_proba(images).argmax(1)
+    def predict(self, images, preprocess: bool | None = None) -> np.ndarray:
+        """Predicted class index per image (see `predict_proba` for `images` and `preprocess`)."""
+        return self.predict_proba(images, preprocess).argmax(1)
 
     def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
         """Write a standalone model (float pixels [N, 784] in [0, 1] -> logits): `onnx` or
