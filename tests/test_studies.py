@@ -161,3 +161,18 @@ def test_errors_reached_from_python_name_pythons_parameters(two, tmp_path):
         run.export(tmp_path)
     with pytest.raises(UserError, match=r"^device 'tpu' is not one of: auto, cpu, cuda$"):
         reproduce(run.folder, two[0], device="tpu")
+
+
+def test_the_report_is_kept_only_while_it_shows_the_whole_store(two):
+    from mlplab import report
+
+    a = two[0]
+    report.write_report(a)
+    assert report.up_to_date(a)
+    first = mlplab.load(a).to_pandas().run_id[0]
+    mlplab.Results(a, [first]).report()  # report.html now shows one run: never kept for the store
+    assert not report.up_to_date(a)
+    report.write_report(a)
+    assert report.up_to_date(a)
+    (a / "report.md").unlink()  # a report file gone: drawn again
+    assert not report.up_to_date(a)

@@ -212,8 +212,9 @@ def write_report(out: str | Path, run_ids: list[str] | None = None,
     rep = build(out, run_ids)
     try:
         _write_files(dest, rep)
-        if run_ids is None:  # the whole store's report: say which state of the store it shows
-            store.write_text_atomic(dest / STAMP, store_state(out), root=dest)
+        # which state of the store the report shows (a selection of runs never passes for the whole)
+        store.write_text_atomic(dest / STAMP, store_state(out) if run_ids is None else "a selection",
+                                root=dest)
     except OSError as e:
         if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
