@@ -1,6 +1,7 @@
 """Search policies replayed on stored learning curves (bench/search_replay.py).
 
 A policy sees an instance V: array [configurations, seeds, epochs] of the metric, higher better,
+a random generator and the configurations' keys (their settings as JSON, as mlplab keys them),
 and returns (epochs trained per configuration, the configurations trained to the last epoch).
 All seeds of a configuration are trained and pruned together, as mlplab does, so a fraction of
 model-epochs is sum(epochs) / (configurations x last epoch).
@@ -20,34 +21,39 @@ import numpy as np
 from mlplab import search
 from mlplab.pruning import decide
 
-Policy = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, list[int]]]
+Policy = Callable[[np.ndarray, np.random.Generator, list[str]], tuple[np.ndarray, list[int]]]
 
 
-def _histories(V: np.ndarray, idx: list[int], epoch: int) -> dict[str, list]:
+def _histories(V: np.ndarray, idx: list[int], epoch: int, keys: list[str]) -> dict[str, list]:
     """mlplab's view of a rung: configuration key -> (history, status) of each seed."""
-    return {str(i): [([{"val_acc": float(v)} for v in V[i, s, :epoch]], "running")
-                     for s in range(V.shape[1])] for i in idx}
+    return {keys[i]: [([{"val_acc": float(v)} for v in V[i, s, :epoch]], "running")
+                      for s in range(V.shape[1])] for i in idx}
 
 
-def halving(spec: search.SearchSpec) -> Policy:
-    """mlplab's successive halving with this [search] spec, decided by pruning.decide."""
+def halving(spec: search.SearchSpec, choices: bool = True) -> Policy:
+    """mlplab's successive halving with this [search] spec, decided by pruning.decide (choices:
+    False replays rule "noise" without its first-rung keep of each setting's best)."""
 
-    def run(V: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
-        return _rungs(V, list(range(len(V))), spec)
+    def run(V: np.ndarray, rng: np.random.Generator, keys: list[str]) -> tuple[np.ndarray, list[int]]:
+        return _rungs(V, list(range(len(V))), spec, keys if choices else [str(i) for i in range(len(V))])
 
     return run
 
 
-def _rungs(V: np.ndarray, pool: list[int], spec: search.SearchSpec) -> tuple[np.ndarray, list[int]]:
+def _rungs(V: np.ndarray, pool: list[int], spec: search.SearchSpec,
+           keys: list[str]) -> tuple[np.ndarray, list[int]]:
     E = V.shape[2]
     epochs = np.zeros(len(V), dtype=int)
     alive = list(pool)
-    for r in search.rungs(E, spec.min_epochs, spec.eta):
-        seeds = _histories(V, alive, r)
-        kept = decide(r, seeds, dict.fromkeys(seeds, E), spec.eta, spec.metric, spec.rule, spec.alpha).kept
+    index = {k: i for i, k in enumerate(keys)}
+    ladder = search.rungs(E, spec.min_epochs, spec.eta)
+    for r in ladder:
+        seeds = _histories(V, alive, r, keys)
+        kept = decide(r, seeds, dict.fromkeys(seeds, E), spec.eta, spec.metric, spec.rule, spec.alpha,
+                      first=r == ladder[0]).kept
         for i in alive:
             epochs[i] = r
-        alive = sorted(int(k) for k in kept)  # suite order, as the driver keeps it
+        alive = sorted(index[k] for k in kept)  # suite order, as the driver keeps it
     epochs[alive] = E
     return epochs, alive
 
@@ -58,7 +64,7 @@ def hyperband(eta: int, spec_rule: str = "top") -> Policy:
     (the paper's n_s); each bracket is successive halving; configurations are dealt to brackets
     at random (per instance)."""
 
-    def run(V: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    def run(V: np.ndarray, rng: np.random.Generator, keys: list[str]) -> tuple[np.ndarray, list[int]]:
         n, E = len(V), V.shape[2]
         s_max = int(math.floor(math.log(E) / math.log(eta) + 1e-9))
         weights = np.array([math.ceil((s_max + 1) / (s + 1) * eta ** s) for s in range(s_max, -1, -1)])
@@ -75,7 +81,7 @@ def hyperband(eta: int, spec_rule: str = "top") -> Policy:
                 continue
             first = max(1, round(E / eta ** s))
             spec = search.SearchSpec(method="halving", eta=eta, min_epochs=min(first, E), rule=spec_rule)
-            e, alive = _rungs(V, pool, spec)
+            e, alive = _rungs(V, pool, spec, keys)
             epochs[pool] = e[pool]
             finishers += alive
         return epochs, sorted(finishers)
@@ -86,7 +92,7 @@ def hyperband(eta: int, spec_rule: str = "top") -> Policy:
 def first_epochs(b: int, k: int) -> Policy:
     """Every configuration b epochs, then the k best (mean over seeds at epoch b) to the end."""
 
-    def run(V: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    def run(V: np.ndarray, rng: np.random.Generator, keys: list[str]) -> tuple[np.ndarray, list[int]]:
         n, E = len(V), V.shape[2]
         mean = V[:, :, b - 1].mean(1)
         top = sorted(int(i) for i in np.argsort(-mean, kind="stable")[:k])
@@ -126,6 +132,9 @@ def policies(E: int, n: int) -> dict[str, Policy]:
     for eta, alphas in ((3, (0.1, 0.05, 0.01)), (_D.eta, ALPHAS)):
         for alpha in alphas:
             out[f"noise: eta {eta}, first rung 1, alpha {alpha}"] = halving(_spec("noise", 1, eta, alpha))
+    for alpha in (0.1, 0.05, 0.02, 0.01, 0.002):
+        out[f"noise without choices: eta {_D.eta}, first rung 1, alpha {alpha}"] = halving(
+            _spec("noise", 1, _D.eta, alpha), choices=False)
     out[DEFAULT] = halving(_D)
     return out
 

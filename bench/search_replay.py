@@ -44,6 +44,31 @@ def load_grid(path: Path, metric: str = "val_acc") -> tuple[list[str], np.ndarra
     return names, V
 
 
+METRIC_COLUMNS = ("config", "seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def grid_keys(path: Path) -> list[str]:
+    """Each configuration's settings as JSON (the other columns of the CSV), in file order, as
+    mlplab keys a configuration; its name where the file has no settings."""
+    keys: dict[str, str] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            settings = {k: _value(v) for k, v in row.items() if k not in METRIC_COLUMNS}
+            keys.setdefault(row["config"], json.dumps(settings, sort_keys=True) if settings
+                            else row["config"])
+    return list(keys.values())
+
+
+def _value(text: str):
+    """A CSV cell as the JSON value it was: true/false, a number, or text."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def instances(V: np.ndarray, n: int, seeds: int, configs: int, seed: int = 0):
     """n (configuration indices, seed indices) pairs, each sorted (suite order)."""
     rng = np.random.default_rng(seed)
@@ -68,14 +93,15 @@ def score(V: np.ndarray, epochs: np.ndarray, finishers: list[int]) -> dict:
 
 
 def replay(V: np.ndarray, policies: dict[str, Callable], n: int = 300, seeds: int = 3,
-           configs: int = 18, seed: int = 0) -> dict[str, dict]:
+           configs: int = 18, seed: int = 0, keys: list[str] | None = None) -> dict[str, dict]:
     """Per policy: mean fraction, keep-rate, mean and worst regret, within-noise rate."""
+    keys = keys or [str(i) for i in range(len(V))]
     acc: dict[str, list[dict]] = {k: [] for k in policies}
     for i, (ci, si) in enumerate(instances(V, n, seeds, configs, seed)):
         sub = V[ci][:, si]
         for name, policy in policies.items():
             rng = np.random.default_rng([seed, i])  # Hyperband deals its brackets from it
-            acc[name].append(score(sub, *policy(sub, rng)))
+            acc[name].append(score(sub, *policy(sub, rng, [keys[c] for c in ci])))
     return {name: summary(rows) for name, rows in acc.items()}
 
 
@@ -215,7 +241,8 @@ def main() -> None:
     for g in args.grids:
         names, V = load_grid(RESULTS / f"replay-grid-{g}.csv")
         V = V[:, :, :args.epochs] if args.epochs else V
-        res = replay(V, policies(V.shape[2], args.configs), args.instances, args.seeds, args.configs)
+        res = replay(V, policies(V.shape[2], args.configs), args.instances, args.seeds, args.configs,
+                     keys=grid_keys(RESULTS / f"replay-grid-{g}.csv"))
         res = {k: {"family": family(k), **v} for k, v in res.items()}
         out["grids"][g] = {"configurations": len(names), "seeds": V.shape[1], "epochs": V.shape[2],
                            "default": {"policy": DEFAULT, **res[DEFAULT]},

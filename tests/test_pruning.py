@@ -3,6 +3,7 @@ k-th best is kept, a clearly worse one is pruned, the reasons are said; [search]
 strict types; and the replay benchmark's code (bench/search_replay.py) on a small synthetic grid."""
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -56,6 +57,47 @@ def test_a_slow_starter_within_noise_is_kept_a_clearly_worse_one_pruned():
     assert pruning.decide(2, _seeds(RUNG), EPOCHS, 3, "val_loss", "noise").kept == noise.kept
 
 
+def _key(**settings):
+    return json.dumps({"name": "x", "epochs": 9, **settings}, sort_keys=True)  # as config_key does
+
+
+def test_at_the_first_rung_each_value_of_each_setting_keeps_its_best():
+    """Dropout 0.5 starts slowly: after one epoch every dropout-0.5 configuration is clearly
+    behind, so without the choices rule dropout 0.5 would leave the race on one epoch."""
+    table = {_key(lr=0.003, dropout=0.0): [0.951, 0.949, 0.950],
+             _key(lr=0.001, dropout=0.0): [0.946, 0.944, 0.945],
+             _key(lr=0.0003, dropout=0.0): [0.921, 0.919, 0.920],
+             _key(lr=0.003, dropout=0.5): [0.900, 0.902, 0.898],  # the best with dropout 0.5
+             _key(lr=0.001, dropout=0.5): [0.880, 0.882, 0.878],
+             _key(lr=0.0003, dropout=0.5): [0.850, 0.852, 0.848]}
+    keys = list(table)
+    at1 = {k: [(_h(v), "running") for v in vals] for k, vals in table.items()}  # epoch 1
+    d = pruning.decide(1, at1, dict.fromkeys(table, 9), 6, "val_acc", "noise", first=True)
+    # the best 1 of 6; nothing within noise (seed sd 0.001); then the best with lr=0.001,
+    # lr=0.0003 (the lowest learning rate) and dropout=0.5
+    assert d.best == 1 and d.within_noise == []
+    assert d.kept == [keys[0], keys[1], keys[2], keys[3]] and d.pruned == keys[4:]
+    assert d.choices == {keys[1]: "lr=0.001", keys[2]: "lr=0.0003", keys[3]: "dropout=0.5"}
+    assert d.why().startswith("kept 4 of 6 at epoch 1: the best 1, 0 within noise of the 1st (")
+    assert d.why().endswith(", and 3 as the best with lr=0.001 / lr=0.0003 / dropout=0.5")
+    # only at the first rung, only with rule "noise"
+    later = pruning.decide(1, at1, dict.fromkeys(table, 9), 6, "val_acc", "noise")
+    assert later.kept == [keys[0]] and later.choices == {}
+    assert pruning.decide(1, at1, dict.fromkeys(table, 9), 6, "val_acc", "top", first=True).kept == [keys[0]]
+
+
+def test_choice_groups_bin_many_numeric_values_and_skip_names_and_synonyms():
+    keys = [_key(name=f"#{i}", lr=lr, batch_norm=bn, norm="batch" if bn else "none")
+            for i, (lr, bn) in enumerate([(1e-4, True), (2e-4, False), (5e-4, True), (1e-3, False),
+                                          (2e-3, True), (5e-3, False)])]
+    groups = pruning.choice_groups(keys)
+    # six learning rates: thirds by rank; batch_norm and its synonym norm split alike: once
+    assert sorted(groups) == ["batch_norm=false", "batch_norm=true", "lr 0.0001-0.0002",
+                              "lr 0.0005-0.001", "lr 0.002-0.005"]
+    assert groups["lr 0.0001-0.0002"] == {keys[0], keys[1]}
+    assert pruning.choice_groups(["a", "b"]) == {}  # keys without settings: nothing to group
+
+
 def test_noise_rule_edge_cases():
     one_seed = {k: [(_h(0.5, v[0]), "running")] for k, v in RUNG.items()}  # no spread to pool
     d = pruning.decide(2, one_seed, EPOCHS, 3, "val_acc", "noise")
@@ -77,7 +119,7 @@ def test_noise_rule_edge_cases():
 def test_search_table_rule_alpha_and_strict_types():
     spec = parse_search({"method": "halving"}, "s")
     # the defaults the replay chose; rule "top" is the rule (and eta) from before
-    assert (spec.rule, spec.eta, spec.alpha, spec.min_epochs) == ("noise", 6, 0.02, 1)
+    assert (spec.rule, spec.eta, spec.alpha, spec.min_epochs) == ("noise", 6, 0.05, 1)
     top = parse_search({"method": "halving", "rule": "top"}, "s")
     assert (top.rule, top.eta) == ("top", 3)
     assert parse_search({"method": "halving", "eta": 4, "alpha": 0.01}, "s").eta == 4
@@ -159,15 +201,19 @@ def test_the_search_picture_marks_configurations_kept_within_noise():
     table = [{"experiment": "a", "pruned_at": None}, {"experiment": "b", "pruned_at": None},
              {"experiment": "c", "pruned_at": 1}]
     log = {"metric": "val_acc", "eta": 6, "rungs": [
-        {"epoch": 1, "kept": ["a", "b"], "pruned": ["c"], "best": 1, "within_noise": ["b"]}]}
+        {"epoch": 1, "kept": ["a", "b"], "pruned": ["c"], "best": 1, "within_noise": ["b"],
+         "choices": {"a": "lr=0.001"}}]}
     fig = search_figure(table, by_exp, log)
     marks = [line for line in fig.axes[0].lines if line.get_label().startswith("kept within seed noise")]
     assert len(marks) == 1 and list(marks[0].get_xdata()) == [1]
     assert list(marks[0].get_ydata()) == pytest.approx([0.88])
+    squares = [line for line in fig.axes[0].lines if line.get_label().startswith("kept as the best")]
+    assert len(squares) == 1 and list(squares[0].get_ydata()) == pytest.approx([0.90])
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(fig.legends) == 1 and "kept within seed noise (o)" in labels
-    # the former rule logs no within_noise: no marks, the picture as before
+    # the former rule logs neither: no marks, the picture as before
     log["rungs"][0].pop("within_noise")
+    log["rungs"][0].pop("choices")
     assert not [line for line in search_figure(table, by_exp, log).axes[0].lines
                 if line.get_label().startswith("kept within")]
 

@@ -4,12 +4,13 @@ are `pruning.decide`).
 Every group trains to the next rung and pauses there (its epoch checkpoint holds it); once all
 groups have reached the rung, the configurations still in the race are ranked by the mean of the
 metric over their seeds, the best ceil(n / eta) go on (and with rule "noise" those within seed
-noise of the last of them: pruning.py), and the members of the others leave their groups at that
-rung (status "pruned", their weights at the rung). The survivors resume from the
-checkpoint, never from scratch. The decisions depend only on the members' histories, so they are
-the same in-process, on a Dask cluster (groups return in any order), and after kill -9 and a
-rerun (the committed runs' histories come from the store, the paused ones from their checkpoints,
-and a group whose checkpoint is past a rung just reports its history again).
+noise of the last of them, and at the first rung the best with each value of each setting:
+pruning.py), and the members of the others leave their groups at that rung (status "pruned",
+their weights at the rung). The survivors resume from the checkpoint, never from scratch. The
+decisions depend only on the members' histories, so they are the same in-process, on a Dask
+cluster (groups return in any order), and after kill -9 and a rerun (the committed runs'
+histories come from the store, the paused ones from their checkpoints, and a group whose
+checkpoint is past a rung just reports its history again).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def run(groups: list, cells: list[RunConfig], spec: SearchSpec, known: dict[str,
     if warning:
         emit({"event": "log", "message": warning})
     pending = list(groups)
-    for rung in [*rungs(max(c.epochs for c in cells), spec.min_epochs, spec.eta), None]:
+    ladder = rungs(max(c.epochs for c in cells), spec.min_epochs, spec.eta)
+    for rung in [*ladder, None]:
         paused = []
         for group, outcome in execute(pending, rung, dict(prune)) if pending else ():
             if isinstance(outcome, Paused):
@@ -66,7 +68,8 @@ def run(groups: list, cells: list[RunConfig], spec: SearchSpec, known: dict[str,
         for c in cells:
             if c.run_id in state:
                 seeds.setdefault(keys[c.run_id], []).append(state[c.run_id])
-        decision = decide(rung, seeds, epochs, spec.eta, spec.metric, spec.rule, spec.alpha)
+        decision = decide(rung, seeds, epochs, spec.eta, spec.metric, spec.rule, spec.alpha,
+                          first=rung == ladder[0])
         for rid, k in keys.items():
             if k in decision.pruned:
                 prune.setdefault(rid, rung)
@@ -83,6 +86,7 @@ def rung_entry(d: Rung, names: dict[str, str]) -> dict:
     return {"epoch": d.epoch, "contenders": len(d.kept) + len(d.pruned),
             "kept": [names[k] for k in d.kept], "pruned": [names[k] for k in d.pruned],
             "best": d.best, "within_noise": [names[k] for k in d.within_noise],
+            "choices": {names[k]: label for k, label in d.choices.items()},
             "seed_sd": d.sd, "margin": d.margin, "why": d.why()}
 
 

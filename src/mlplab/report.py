@@ -156,23 +156,27 @@ def _rungs(table: list[dict], search: dict | None) -> list[int]:
 
 
 def search_figure(table: list[dict], by_exp: dict, search: dict | None):
-    """The picture of a search (plots.search_plot) from the comparison and search.json; a
-    configuration kept at a rung for being within seed noise of the last of the best 1/eta (rule
-    "noise") gets an open circle there."""
+    """The picture of a search (plots.search_plot) from the comparison and search.json; at a
+    rung, a configuration kept for being within seed noise of the last of the best 1/eta gets
+    an open circle, one kept as the best with a value of a setting an open square (rule
+    "noise")."""
     metric = search["metric"] if search else "val_acc"
     fig = plots.search_plot(by_exp, {e["experiment"]: e["pruned_at"] for e in table},
                             _rungs(table, search), metric, search["eta"] if search else 3)
-    marks = []
-    for r in (search or {}).get("rungs", []):
-        for name in r.get("within_noise", []):  # absent in logs of rule "top" and older runs
-            mean = plots.band(by_exp[name], metric)[0] if name in by_exp else []
-            if len(mean) >= r["epoch"]:
-                marks.append((r["epoch"], mean[r["epoch"] - 1]))
-    if marks:
-        ax = fig.axes[0]
-        ax.plot(*zip(*marks, strict=True), "o", markerfacecolor="none", markeredgecolor="black",
-                markersize=7, linestyle="none", label="kept within seed noise (o)")
-        for legend in list(fig.legends):  # the legend again, with the new entry
+    ax = fig.axes[0]
+    for field, marker, label in (("within_noise", "o", "kept within seed noise (o)"),
+                                 ("choices", "s", "kept as the best with a setting's value (□)")):
+        marks = []
+        for r in (search or {}).get("rungs", []):
+            for name in r.get(field, []):  # absent in logs of rule "top" and older runs
+                mean = plots.band(by_exp[name], metric)[0] if name in by_exp else []
+                if len(mean) >= r["epoch"]:
+                    marks.append((r["epoch"], mean[r["epoch"] - 1]))
+        if marks:
+            ax.plot(*zip(*marks, strict=True), marker, markerfacecolor="none", markeredgecolor="black",
+                    markersize=7, linestyle="none", label=label)
+    if any(line.get_label().startswith("kept ") for line in ax.lines):
+        for legend in list(fig.legends):  # the legend again, with the new entries
             legend.remove()
         fig.legend(loc="outside right upper", fontsize=7)
     return fig
