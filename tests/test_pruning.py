@@ -96,6 +96,8 @@ def test_choice_groups_bin_many_numeric_values_and_skip_names_and_synonyms():
                               "lr 0.0005-0.001", "lr 0.002-0.005"]
     assert groups["lr 0.0001-0.0002"] == {keys[0], keys[1]}
     assert pruning.choice_groups(["a", "b"]) == {}  # keys without settings: nothing to group
+    # a value only one configuration has is no shared choice (a grid over lr alone prunes as before)
+    assert pruning.choice_groups([_key(lr=0.001), _key(lr=0.01)]) == {}
 
 
 def test_noise_rule_edge_cases():

@@ -173,11 +173,11 @@ BINS = 3  # a numeric setting with more distinct values than this is cut into th
 
 
 def choice_groups(keys: list[str]) -> dict[str, set[str]]:
-    """'lr=0.0003' -> the configurations with that value, for every setting (but the name) whose
-    value differs between them; a numeric setting with many values (random search) in thirds by
-    rank ('lr 0.0001-0.0004'). Keys are the configurations' settings as JSON (config_key); other
-    keys have no settings to group by. Settings that split the configurations the same way
-    (batch_norm and its synonym norm) count once."""
+    """'lr=0.0003' -> the configurations with that value (two or more), for every setting (but
+    the name) whose value differs between them; a numeric setting with many values (random
+    search) in thirds by rank ('lr 0.0001-0.0004'). Keys are the configurations' settings as
+    JSON (config_key); other keys have no settings to group by. Settings that split the
+    configurations the same way (batch_norm and its synonym norm) count once."""
     try:
         settings = {k: json.loads(k) for k in keys}
     except ValueError:
@@ -193,7 +193,9 @@ def choice_groups(keys: list[str]) -> dict[str, set[str]]:
         if len(by_value) < 2 or split in seen:
             continue
         seen.add(split)
-        groups.update(by_value)
+        # a value that one configuration alone has (a grid over lr only) is that configuration,
+        # not a choice shared by several: protecting it would keep everything
+        groups.update({label: g for label, g in by_value.items() if len(g) >= 2})
     return groups
 
 
