@@ -66,9 +66,10 @@ def test_the_example_notebook_runs_and_shows_the_comparison(mnist):
         (png,) = _pngs(_outputs(nb, start))
         assert png[:4] == b"\x89PNG" and len(png) > 10_000, start
     assert "mlplab.Run" in _outputs(nb, "best = results.best()")[0]["data"]["text/plain"]
-    # the drawing is predicted: one class index
+    # the PIL drawing is predicted, as the same drawing saved as a PNG file is
     predicted = _outputs(nb, "from PIL import")[0]["data"]["text/plain"]
-    assert re.fullmatch(r"array\(\[\d\]\)", predicted), predicted
+    pil, file = re.fullmatch(r"\(array\(\[(\d)\]\), array\(\[(\d)\]\)\)", predicted).groups()
+    assert pil == file, predicted
     # two studies: the 2-hidden models pool the seeds of both folders, the others stay as they were
     both = _outputs(nb, "more = mlplab.Suite")[-1]["data"]["text/html"]
     rows = both.split("<tbody>")[1].split("</tr>")[:-1]
