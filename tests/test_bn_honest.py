@@ -12,6 +12,7 @@ from mlplab import bn_honest, compare, precise_bn
 from mlplab.config import RunConfig
 from mlplab.model import StackedMLP
 from mlplab.train import train_group
+from mlplab.work import final_metrics
 
 
 def test_the_warning_says_how_many_updates_and_the_fix():
@@ -86,6 +87,24 @@ def test_precise_statistics_are_the_population_statistics_of_each_member(mnist_s
     assert val == pytest.approx(float((z.argmax(1) == mnist_slice.y_val).float().mean()))
 
 
+def test_with_restore_best_the_kept_epoch_counts(mnist_slice):
+    """The statistics are recomputed for the weights that are kept (the best epoch's) and the
+    updates counted up to that epoch."""
+    cfg = RunConfig(architecture="784-32-10", batch_norm=True, bn_eval="precise", epochs=1,
+                    patience=3, restore_best=True)
+    (r,) = train_group([cfg], mnist_slice)
+    kept = dict(r.state)  # the best (here: only) epoch's weights
+    r.history.append({**r.history[0], "epoch": 2, "val_loss": r.history[0]["val_loss"] + 1})
+    assert r.best_epoch == 1 and r.epochs_run == 2
+    (m,), _ = final_metrics([r], mnist_slice, 10, torch.device("cpu"))
+    assert m["bn_updates"] == 16 and m["bn_steps_per_epoch"] == 16  # 2,000 images / 128
+    assert torch.equal(r.state["w0"], kept["w0"]) and not torch.equal(r.state["var0"], kept["var0"])
+    h = (mnist_slice.x_train.double() / 255) @ kept["w0"].double() + kept["b0"].double()
+    torch.testing.assert_close(r.state["mean0"].double().flatten(), h.relu().mean(0), rtol=1e-4,
+                               atol=1e-5)
+    assert m["val_acc"] != r.history[0]["val_acc"] and m["val_acc"] > m["bn_moving"]["val_acc"]
+
+
 def test_members_without_precise_or_batchnorm_are_left_alone(mnist_slice):
     cfgs = [RunConfig(architecture="784-32-10", batch_norm=True, epochs=1, seed=s) for s in (1, 2)]
     cfgs[1] = cfgs[1].model_copy(update={"bn_eval": "precise"})
@@ -104,6 +123,7 @@ SUITE = {"name": "bn-honest", "seeds": 1,
          "experiments": [{"name": "few", "batch_norm": True},  # 10 updates at 0.99: 90% left
                          {"name": "precise", "batch_norm": True, "bn_eval": "precise"},
                          {"name": "fast", "batch_norm": True, "bn_momentum": 0.5},  # 0.1%
+                         {"name": "long", "batch_norm": True, "batch_size": 2},  # 500: 0.7%
                          {"name": "plain"}]}
 
 
@@ -121,7 +141,7 @@ def test_the_flag_is_next_to_the_number_in_table_dataframe_and_report(honest):
     assert 'bn_eval = "precise"' in warned["few"] and "bn_momentum = 0.5" in warned["few"]
     rows = {r["experiment"]: r for r in compare.table_rows(honest._comparison())}
     assert rows["few"]["val_acc"].endswith(" ⚠") and rows["few"]["test_acc"].endswith(" ⚠")
-    assert not any(rows[n]["val_acc"].endswith("⚠") for n in ("precise", "fast", "plain"))
+    assert not any(rows[n]["val_acc"].endswith("⚠") for n in ("precise", "fast", "long", "plain"))
     md = compare.markdown_table(list(rows.values()))
     assert md.count("⚠ few: BatchNorm's moving statistics saw 10 updates") == 1
     html = honest._repr_html_()
@@ -134,6 +154,7 @@ def test_runs_record_their_updates_and_precise_its_moving_numbers(honest):
     metrics = {r["experiment"]: json.loads(r["metrics"]) for r in honest._rows}
     assert metrics["few"]["bn_updates"] == 10 and metrics["few"]["bn_steps_per_epoch"] == 10
     assert "bn_updates" not in metrics["plain"]
+    assert metrics["long"]["bn_updates"] == 500
     precise = metrics["precise"]
     assert precise["bn_eval"] == "precise"
     assert set(precise["bn_moving"]) == {"val_loss", "val_acc", "test_loss", "test_acc"}
