@@ -95,7 +95,9 @@ def test_best_run_predicts_what_was_measured(cli_out, mnist):
     assert list(best.history.columns)[:3] == ["epoch", "train_loss", "train_acc"]
     with pytest.raises(KeyError):
         r["zzzz"]
-    with pytest.raises(UserError, match="shape"):
+    with pytest.raises(UserError, match=r"^images: shape \[2, 3, 4, 5, 6\]; expected an image"):
+        best.predict(np.zeros((2, 3, 4, 5, 6)))
+    with pytest.raises(UserError, match=r"^images\[0\]: the image is blank"):  # any size, no digit
         best.predict(np.zeros((3, 20, 20)))
     path = best.export(cli_out / "m.pt", format="torchscript")
     assert path.is_file() and path.stat().st_size > 10_000
