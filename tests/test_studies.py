@@ -176,3 +176,14 @@ def test_the_report_is_kept_only_while_it_shows_the_whole_store(two):
     assert report.up_to_date(a)
     (a / "report.md").unlink()  # a report file gone: drawn again
     assert not report.up_to_date(a)
+
+
+def test_a_setting_added_later_at_its_default_is_the_same_configuration():
+    """A run stored before a setting existed (its config JSON lacks the key) and one stored after
+    (the key at its default) are one configuration in the table; a changed value is another."""
+    from mlplab.search import config_key
+
+    old = {"name": "a", "architecture": "784-64-10", "lr": 0.001, "seed": 0}
+    new = {**old, "seed": 1, "bn_eval": "keras", "inputs": 784, "classes": 10}
+    assert config_key(old) == config_key(new)
+    assert config_key(old) != config_key({**new, "bn_eval": "precise"})

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from .config import RUN_FIELDS, Frozen, explain, validate_run
+from .config import RUN_FIELDS, Frozen, RunConfig, explain, validate_run
 from .errors import UserError
 from .pruning import METRICS, Rung, decide, rungs, running_at, seed_score  # noqa: F401
 
@@ -183,5 +183,11 @@ def sample(space: dict[str, dict[str, list]], samples: int, seed: int) -> list[d
 
 
 def config_key(cfg_json: dict) -> str:
-    """A configuration: every setting but the seed (its seeds are kept or pruned together)."""
-    return json.dumps({k: v for k, v in cfg_json.items() if k != "seed"}, sort_keys=True)
+    """A configuration: every setting but the seed (its seeds are kept or pruned together).
+    A setting missing from the JSON takes its default, so a run stored before the setting
+    existed and a run stored after (at its default) are one configuration."""
+    return json.dumps({k: v for k, v in {**_DEFAULTS, **cfg_json}.items() if k != "seed"},
+                      sort_keys=True)
+
+
+_DEFAULTS = RunConfig().model_dump(mode="json")  # every setting at its default, as stored
