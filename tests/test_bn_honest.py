@@ -165,3 +165,18 @@ def test_runs_record_their_updates_and_precise_its_moving_numbers(honest):
     # 10 updates leave 90% of the starting values: the population statistics do better (by 7 to
     # 19 points over seeds 0-7 of this case, measured; seed 0 here)
     assert precise["val_acc"] > precise["bn_moving"]["val_acc"] + 0.02
+
+
+def test_the_terminal_table_says_it_under_the_table(honest):
+    from click.testing import CliRunner
+
+    from mlplab import cli
+
+    out = honest.report().parent
+    res = CliRunner().invoke(cli.cli, ["runs", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli.cli, ["report", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert text.count("⚠ few: BatchNorm's moving statistics saw 10 updates") == 1
+    assert "⚠ precise:" not in text

@@ -341,6 +341,9 @@ def _print_table(table_data: list[dict], title: str) -> None:
     for row in rows:
         table.add_row(*(escape(row[key]) for key, _ in columns))
     console.print(table)
+    for row in rows:  # a too-short BatchNorm run: what is wrong and the fix, under the table
+        if row.get("bn_note"):
+            console.print(escape(row["bn_note"]), style="yellow", soft_wrap=True)
 
 
 def main() -> None:
