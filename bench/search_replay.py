@@ -198,7 +198,7 @@ def plot(out: dict, path: Path) -> None:
         res, default = v["policies"], v["default"]["policy"]
         lines: dict[str, list] = {}
         for name, r in res.items():
-            lines.setdefault(curve(name) if r["family"] == "noise" else
+            lines.setdefault(curve(name).rstrip(",") if r["family"] == "noise" else
                              name.split(", k")[0] if r["family"].startswith("first") else r["family"],
                              []).append(r)
         colors = {label: f"C{i}" for i, label in enumerate(lines)}
