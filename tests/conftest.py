@@ -12,6 +12,9 @@ CACHE = ROOT / ".cache" / "mlplab-test"
 # Before any mlplab import reads them: a shared cache, and never the official mirrors.
 os.environ["MLPLAB_HOME"] = str(CACHE)
 os.environ["MLPLAB_OFFLINE"] = "1"
+# As the CLI does for itself (cli.py): waiting OpenMP threads sleep, so tests beside other
+# CPU-bound work do not spin for a time slice on every op. Results are unchanged.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
