@@ -62,13 +62,15 @@ def test_an_interrupt_after_epoch_1_saves_it_and_the_same_call_resumes_bit_ident
     assert read_meta(ckpt)["epoch"] == 1
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())
 
-    assert "interrupted" in _notebook_block(stop.events, monkeypatch)  # the block ends in that state
+    from jupyter_block import notebook_block  # here: an IPython subprocess imports this module
+
+    assert "interrupted" in notebook_block(stop.events, monkeypatch)  # the block ends in that state
 
     events: list = []
     mlplab.run(SUITE, out, progress=events.append)
     logs = [e["message"] for e in events if e["event"] == "log"]
     assert "resumed from the checkpoint after epoch 1" in logs
-    assert "1 resumed from checkpoints" in _notebook_block(events, monkeypatch)  # in its title: it stays
+    assert "1 resumed from checkpoints" in notebook_block(events, monkeypatch)  # in its title: it stays
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3]
     mlplab.run(SUITE, tmp_path / "whole", progress=False)
     a, b = _runs(out), _runs(tmp_path / "whole")
@@ -77,25 +79,6 @@ def test_an_interrupt_after_epoch_1_saves_it_and_the_same_call_resumes_bit_ident
         assert a[run_id][0] == hist, run_id  # every epoch's numbers, to the last digit
         for name, t in weights.items():
             assert torch.equal(a[run_id][1][name], t), (run_id, name)
-
-
-def _notebook_block(events, monkeypatch) -> str:
-    """The HTML of the Jupyter progress block after these events (the display handle faked)."""
-    import IPython.display
-
-    from mlplab.progress import JupyterView
-
-    class Handle:
-        def update(self, obj):
-            self.html = obj.data
-
-    handle = Handle()
-    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: handle)
-    view = JupyterView()
-    for e in events:
-        view(e)
-    view.close()
-    return handle.html.split("</div>")[0]  # the title line
 
 
 def test_an_interrupt_in_a_temporary_folder_says_nothing_is_kept(mnist):

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from jupyter_block import notebook_block
 
 import mlplab
 from mlplab.errors import UserError
@@ -86,26 +87,7 @@ def test_names_are_the_same_however_a_results_was_obtained(tmp_path, mnist, monk
     (suite,) = [e for e in events if e["event"] == "suite"]
     line = f"suite s: nothing to train: 2 runs already in {out}"
     assert progress.describe(suite) == line
-    assert _notebook_block(events, monkeypatch) == f"<div><b>s</b> · {line.removeprefix('suite s: ')}"
-
-
-def _notebook_block(events, monkeypatch) -> str:
-    """The title line of the Jupyter progress block after these events (display handle faked)."""
-    import IPython.display
-
-    from mlplab.progress import JupyterView
-
-    class Handle:
-        def update(self, obj):
-            self.html = obj.data
-
-    handle = Handle()
-    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: handle)
-    view = JupyterView()
-    for e in events:
-        view(e)
-    view.close()
-    return handle.html.split("</div>")[0]
+    assert notebook_block(events, monkeypatch) == f"<div><b>s</b> · {line.removeprefix('suite s: ')}"
 
 
 def test_an_interrupted_folder_loads_with_the_tables_columns(tmp_path, mnist):

@@ -186,8 +186,11 @@ def _search_figure(table: list[dict], by_exp: dict, search: dict | None) -> tupl
     caption = (f"successive halving: {len(by_exp)} configurations; rungs at epoch "
                f"{', '.join(map(str, _rungs(table, search)))}")
     if search:
-        caption += (f"; at each, ranked by mean {search['metric']} over seeds, the best "
-                    f"1/{search['eta']} went on; {budget_text(search)}")
+        kept = f"the best 1/{search['eta']} went on"
+        if search.get("rule", "top") == "noise":  # search.json of older versions has no rule: top
+            kept += " with every one within seed noise of them (open marks)"
+        caption += (f"; at each, ranked by mean {search['metric']} over seeds, {kept}; "
+                    f"{budget_text(search)}")
     return ("search", caption, plots.png(search_figure(table, by_exp, search)))
 
 
