@@ -311,7 +311,7 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    """The README table: seconds per epoch and ratios, then group throughput."""
+    """The speed table of docs/results.md: seconds per epoch and ratios, then group throughput."""
     lines = [f"Device: {r['device']} ({r['device_name']}, {r['threads']} threads), torch "
              f"{r['torch']}, {r['train_size']:,} training images, {r['precision']}, {r['date']}; "
              f"median of {r.get('rounds', 1)} rounds (range of the round medians in brackets).", "",
