@@ -3,15 +3,17 @@ config, metrics and history, and a model that predicts, exports and draws its co
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import plots, report, store
+from . import layout, plots, store
 from .config import RunConfig
 from .errors import UserError
+from .figures import class_names
+from .inputs import check_path
+from .records import HISTORY_FIELDS, RunRecord
 from .showing import adopt
 
 if TYPE_CHECKING:
@@ -19,21 +21,18 @@ if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-    from .api import Results
-
 
 class Run:
     """One trained run: its config, metrics, history, and a model that predicts and exports."""
 
-    def __init__(self, results: Results, row: dict, out: Path):
-        self._results = results  # keeps a temporary folder alive
-        self._row = row
-        self.run_id: str = row["run_id"]
-        self.experiment: str = row["experiment"]  # its configuration's name, as in Results.table()
-        self.folder = store.run_dir(out, self.run_id)
-        self.config = RunConfig.model_validate_json(row["config"])
-        self.metrics: dict[str, Any] = {**{k: row[k] for k in store.COLUMNS},
-                                        **json.loads(row["metrics"])}
+    def __init__(self, record: RunRecord, out: Path, owner: object = None):
+        self._owner = owner  # what keeps a temporary results folder alive (its Results)
+        self.record = record
+        self.run_id: str = record.run_id
+        self.experiment: str = record.experiment  # its configuration's name, as in Results.table()
+        self.folder = layout.run(out, self.run_id)
+        self.config: RunConfig = record.config
+        self.metrics: dict[str, Any] = {**record.columns(), **record.metrics}
         self._model = None
 
     def __repr__(self) -> str:
@@ -45,8 +44,7 @@ class Run:
         """Per-epoch metrics of this run (as Keras' History.history, one row per epoch)."""
         import pandas as pd
 
-        return pd.DataFrame.from_records(self._results._hist[self.run_id],
-                                         columns=list(store.HISTORY_FIELDS))
+        return pd.DataFrame.from_records(list(self.record.history), columns=list(HISTORY_FIELDS))
 
     def model(self) -> torch.nn.Sequential:
         """The trained network as a plain torch.nn.Sequential in eval mode, taking float pixels
@@ -77,7 +75,6 @@ class Run:
     def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
         """Write a standalone model (float pixels [N, 784] in [0, 1] -> logits): `onnx` or
         `torchscript`; default path: the run folder. Returns the path written."""
-        from .inputs import check_path
         from .predict import export
 
         path = check_path(path, "path")
@@ -91,7 +88,7 @@ class Run:
 
     def plot_errors(self) -> Figure:
         """Misclassified test digits (true → predicted), as stored when the run finished."""
-        path = self.folder / "errors.safetensors"
+        path = self.folder / layout.ERRORS
         if not path.is_file():
             raise UserError(f"{self.folder}: no misclassified digits were stored for this run")
         g = store.read_tensors(path)
@@ -107,4 +104,4 @@ class Run:
         return self._model
 
     def _classes(self) -> tuple[str, ...]:
-        return report.class_names([self._row])
+        return class_names(self.record)
