@@ -51,20 +51,25 @@ def budget_text(search: dict) -> str:
     return f"{spent:,} model-epochs of the {full:,} a full grid would spend ({spent / full:.0%})"
 
 
-def _rungs(table: list[Configuration], search: dict | None) -> list[int]:
+def _rungs(pruned_at: dict[str, int | None], search: dict | None) -> list[int]:
     """The rung epochs: from search.json, else where configurations were pruned."""
     return [r["epoch"] for r in search["rungs"]] if search else sorted(
-        {e.pruned_at for e in table if e.pruned_at})
+        {p for p in pruned_at.values() if p})
 
 
-def search_figure(table: list[Configuration], by_exp: dict, search: dict | None):
-    """The picture of a search (plots.search_plot) from the comparison and search.json; at a
-    rung, a configuration kept for being within seed noise of the last of the best 1/eta gets
-    an open circle, one kept as the best with a value of a setting an open square (rule
-    "noise")."""
+def pruned_at(table: list[Configuration]) -> dict[str, int | None]:
+    """Configuration name -> the epoch where successive halving pruned it (None: never)."""
+    return {e.experiment: e.pruned_at for e in table}
+
+
+def search_figure(pruned: dict[str, int | None], by_exp: dict, search: dict | None):
+    """The picture of a search (plots.search_plot) from where each configuration was pruned
+    (`pruned_at`), their histories and search.json; at a rung, a configuration kept for being
+    within seed noise of the last of the best 1/eta gets an open circle, one kept as the best
+    with a value of a setting an open square (rule "noise")."""
     metric = search["metric"] if search else "val_acc"
-    fig = plots.search_plot(by_exp, {e.experiment: e.pruned_at for e in table},
-                            _rungs(table, search), metric, search["eta"] if search else 3)
+    fig = plots.search_plot(by_exp, pruned, _rungs(pruned, search), metric,
+                            search["eta"] if search else 3)
     ax = fig.axes[0]
     for field, marker, label in (("within_noise", "o", "kept within seed noise (o)"),
                                  ("choices", "s", "kept as the best with a setting's value (□)")):
@@ -85,15 +90,16 @@ def search_figure(table: list[Configuration], by_exp: dict, search: dict | None)
 
 
 def search_section(table: list[Configuration], by_exp: dict, search: dict | None) -> Figures:
+    pruned = pruned_at(table)
     caption = (f"successive halving: {len(by_exp)} configurations; rungs at epoch "
-               f"{', '.join(map(str, _rungs(table, search)))}")
+               f"{', '.join(map(str, _rungs(pruned, search)))}")
     if search:
         kept = f"the best 1/{search['eta']} went on"
         if search.get("rule", "top") == "noise":  # search.json of older versions has no rule: top
             kept += " with every one within seed noise of them (open marks)"
         caption += (f"; at each, ranked by mean {search['metric']} over seeds, {kept}; "
                     f"{budget_text(search)}")
-    return [("search", caption, plots.png(search_figure(table, by_exp, search)))]
+    return [("search", caption, plots.png(search_figure(pruned, by_exp, search)))]
 
 
 def curves_section(by_exp: dict) -> Figures:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import compare, plots, records, report, studies, tracking
 from .errors import UserError
-from .figures import best_run, search_figure, search_log
+from .figures import best_run, pruned_at, search_figure, search_log
 from .inputs import check_names, check_path
 from .records import HISTORY_FIELDS, Configuration, RunRecord
 from .showing import adopt
@@ -132,7 +132,7 @@ class Results:
 
     def plot_search(self) -> Figure:
         """Each configuration's mean validation curve, ending where it was pruned; the rungs."""
-        return adopt(search_figure(self._comparison(), self._by_experiment(), self.search()))
+        return adopt(search_figure(pruned_at(self._comparison()), self._by_experiment(), self.search()))
 
     def plot_confusion(self, run: str | None = None) -> Figure:
         """The confusion matrix on the test set of `run` (default: `best()`)."""
