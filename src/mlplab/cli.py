@@ -23,11 +23,13 @@ from . import api, compare, layout, store
 from .cli_common import console, err_console, not_nan, print_table
 from .cli_data import data_cmd
 from .cli_models import export_cmd, export_runs_cmd, predict_cmd, reproduce_cmd
+from .cluster import tls_security
 from .errors import UserError, environment_error
 from .figures import budget_text
 from .inputs import DEVICES
 from .interrupt import COMMAND, Interrupted, terminate_as_interrupt, terminated
 from .report import up_to_date, write_report
+from .safetext import printable
 from .suite import apply_overrides, builtin_suites, load_suite
 from .summary import param_counts, summary_rows
 
@@ -78,8 +80,6 @@ def list_cmd() -> None:
 def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, checkpoint_every,
         tls_ca, tls_cert, tls_key) -> None:
     """Train every configuration of SUITE (built-in name or TOML file) and compare them."""
-    from .cluster import tls_security  # distributed: only for a tls:// scheduler
-
     security = tls_security(tls_ca, tls_cert, tls_key)
     try:
         with terminate_as_interrupt():  # SIGTERM saves as Ctrl-C does
@@ -138,8 +138,6 @@ def runs(out, where, sort, fmt) -> None:
     elif fmt == "csv":  # text cells neutralised against spreadsheet formulas
         store.write_csv(sys.stdout, [r.columns() for r in found], store.COLUMNS)
     else:  # names are data (maybe someone else's folder): no control character reaches the terminal
-        from .safetext import printable
-
         def cell(v, f="{}"):
             return escape(printable(f.format(v) if isinstance(v, int | float) else v))
 

@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from . import layout, plots, store
 from .config import RunConfig
 from .errors import UserError
+from .evaluate import logits
 from .figures import class_names
 from .inputs import check_path
+from .predict import export, load_model, prepare
 from .records import HISTORY_FIELDS, RunRecord
 from .showing import adopt
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
     from matplotlib.figure import Figure
 
 
@@ -59,11 +61,6 @@ class Run:
         MNIST form (digit light on dark, cropped, 20 px, centred in 28×28). `preprocess`: None
         (default) applies MNIST form unless the images already are 28×28 with a dark border
         (MNIST data, kept as it is); True always; False never."""
-        import torch
-
-        from .evaluate import logits
-        from .predict import prepare
-
         x = prepare(images, self._stacked().widths[0], preprocess)[1]
         z = logits(self._stacked(), torch.from_numpy(x))[0]
         return torch.softmax(z, -1).numpy()
@@ -75,8 +72,6 @@ class Run:
     def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
         """Write a standalone model (float pixels [N, 784] in [0, 1] -> logits): `onnx` or
         `torchscript`; default path: the run folder. Returns the path written."""
-        from .predict import export
-
         path = check_path(path, "path")
         return export(self.folder, format, Path(path) if path else None, params=("format", "path"))
 
@@ -98,8 +93,6 @@ class Run:
 
     def _stacked(self):
         if self._model is None:
-            from .predict import load_model
-
             self._model = load_model(self.folder)[1]
         return self._model
 
