@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from mlplab.compare import comparison
+from mlplab.records import RunRecord
 from mlplab.search import parse_search
 from mlplab.store import read_db, rows
 from mlplab.suite import apply_overrides, load_suite
@@ -57,14 +58,14 @@ def summarize(suite, out: Path, wall: float) -> dict:
     db = read_db(out)
     found = rows(db, [c.run_id for c in suite.cells()])
     db.close()
-    table = comparison(found)
-    best = next(e for e in table if e["ranked"])
+    table = comparison([RunRecord.from_row(r) for r in found])
+    best = next(e for e in table if e.ranked)
     return {"wall_s": round(wall, 1), **budget(found, suite.cells()),
-            "winner": best["experiment"], "winner_val_acc": [best["val_acc"], best["val_acc_std"]],
-            "winner_test_acc": [best["test_acc"], best["test_acc_std"]],
-            "table": [{"name": e["experiment"], "n": e["n"], "val_acc": e["val_acc"],
-                       "val_acc_std": e["val_acc_std"], "test_acc": e["test_acc"],
-                       "pruned_at": e["pruned_at"], "marker": e["marker"], "p": e["p"]}
+            "winner": best.experiment, "winner_val_acc": [best.mean["val_acc"], best.std["val_acc"]],
+            "winner_test_acc": [best.mean["test_acc"], best.std["test_acc"]],
+            "table": [{"name": e.experiment, "n": e.n, "val_acc": e.mean["val_acc"],
+                       "val_acc_std": e.std["val_acc"], "test_acc": e.mean["test_acc"],
+                       "pruned_at": e.pruned_at, "marker": e.marker, "p": e.p}
                       for e in table]}
 
 

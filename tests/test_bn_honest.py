@@ -2,7 +2,6 @@
 table, the DataFrame and the report; bn_eval = "precise" (population statistics over the
 training split, per member of a fused group); run ids of existing configs unchanged."""
 
-import json
 
 import pytest
 import torch
@@ -151,7 +150,7 @@ def test_the_flag_is_next_to_the_number_in_table_dataframe_and_report(honest):
 
 
 def test_runs_record_their_updates_and_precise_its_moving_numbers(honest):
-    metrics = {r["experiment"]: json.loads(r["metrics"]) for r in honest._rows}
+    metrics = {r.experiment: r.metrics for r in honest._runs}
     assert metrics["few"]["bn_updates"] == 10 and metrics["few"]["bn_steps_per_epoch"] == 10
     assert "bn_updates" not in metrics["plain"]
     assert metrics["long"]["bn_updates"] == 500

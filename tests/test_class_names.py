@@ -40,8 +40,7 @@ def test_named_classes_and_shape_reach_the_store_report_and_predict(folder, tmp_
     run = res.best()
     metrics = json.loads((run.folder / "metrics.json").read_text())
     assert metrics["classes"] == list(NAMES) and metrics["image_shape"] == [20, 28]
-    rows = [{"config": json.dumps(run.config.model_dump(mode="json")), "metrics": json.dumps(metrics)}]
-    assert report.class_names(rows) == NAMES
+    assert report.class_names(run.record) == NAMES
     built = report.build(tmp_path / "out")
     assert "gallery" in built["figs"] and "confusion" in built["figs"]
     x = np.asarray(Image.open(next((folder / "test" / "cross").iterdir())))

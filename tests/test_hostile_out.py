@@ -185,7 +185,7 @@ def test_export_writes_through_the_users_link_and_to_stdout(out, tmp_path, monke
 
 
 def test_names_are_data_in_files_plots_csv_and_report(out):
-    rows = {r["experiment"]: r for r in store.snapshot(out)[0]}
+    rows = {r.experiment: r for r in store.snapshot(out)}
     assert sorted(rows) == sorted(NAMES)
     paths = report.write_report(out)  # '$x$' would fail in matplotlib's math text
     pngs = sorted(p.name for p in (out / "plots").iterdir())

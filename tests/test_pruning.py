@@ -200,8 +200,7 @@ def test_the_search_picture_marks_configurations_kept_within_noise():
 
     h = lambda *a: [{"val_acc": x, "val_loss": 1 - x} for x in a]  # noqa: E731
     by_exp = {"a": [h(.90, .95, .97)] * 2, "b": [h(.88, .94, .96)] * 2, "c": [h(.70)] * 2}
-    table = [{"experiment": "a", "pruned_at": None}, {"experiment": "b", "pruned_at": None},
-             {"experiment": "c", "pruned_at": 1}]
+    table = {"a": None, "b": None, "c": 1}  # where each configuration was pruned
     log = {"metric": "val_acc", "eta": 6, "rungs": [
         {"epoch": 1, "kept": ["a", "b"], "pruned": ["c"], "best": 1, "within_noise": ["b"],
          "choices": {"a": "lr=0.001"}}]}

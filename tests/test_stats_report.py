@@ -17,6 +17,7 @@ import pytest
 from mlplab import plots, report, store
 from mlplab.config import RunConfig
 from mlplab.errors import UserError
+from mlplab.records import RunRecord
 from mlplab.stats import betainc, mean_std, t_two_sided_p, welch
 from mlplab.train import train_group
 
@@ -40,9 +41,9 @@ def test_betainc_and_welch():
 
 
 def _row(exp, seed, val_acc, status="finished", params=100):
-    return {"run_id": f"{exp}-{seed}", "experiment": exp, "architecture": "784-10",
-            "params": params, "seed": seed, "epochs_run": 3, "val_loss": 0.1, "val_acc": val_acc,
-            "test_loss": 0.1, "test_acc": val_acc - 0.001, "train_seconds": 1.0, "status": status}
+    return RunRecord(run_id=f"{exp}-{seed}", experiment=exp, architecture="784-10",
+                     params=params, seed=seed, epochs_run=3, val_loss=0.1, val_acc=val_acc,
+                     test_loss=0.1, test_acc=val_acc - 0.001, train_seconds=1.0, status=status)
 
 
 def test_comparison_ranks_by_validation_and_marks_ties_and_divergence():
@@ -53,21 +54,21 @@ def test_comparison_ranks_by_validation_and_marks_ties_and_divergence():
             + [_row("e", 0, 0.097, "diverged")] + [_row("f", s, 0.97) for s in range(3)]
             + [_row("f", 3, 0.1, "chance"), _row("f", 4, float("nan"), "diverged")])
     table = report.comparison(rows)
-    assert [e["experiment"] for e in table] == ["d", "a", "b", "f", "c", "e"]
-    by = {e["experiment"]: e for e in table}
-    assert by["d"]["marker"] == "best" and by["d"]["n"] == 1 and by["d"]["diverged"] == 1
-    assert by["a"]["marker"] == "n/a"  # best has one seed: no test possible
-    assert by["e"]["rank"] is None and not by["e"]["ranked"] and by["e"]["marker"] == ""
+    assert [e.experiment for e in table] == ["d", "a", "b", "f", "c", "e"]
+    by = {e.experiment: e for e in table}
+    assert by["d"].marker == "best" and by["d"].n == 1 and by["d"].diverged == 1
+    assert by["a"].marker == "n/a"  # best has one seed: no test possible
+    assert by["e"].rank is None and not by["e"].ranked and by["e"].marker == ""
     shown = {r["experiment"]: r["n"] for r in report.table_rows(table)}
     assert shown["f"] == "3 of 5 (1 diverged, 1 at chance)" and shown["d"] == "1 of 2 (1 diverged)"
     assert shown["a"] == "3" and shown["e"] == "0 of 1 (1 diverged)"
-    assert by["f"]["val_acc"] == pytest.approx(0.97)  # the failed seeds never enter the mean
-    table = report.comparison([r for r in rows if r["experiment"] in "abc"])
-    by = {e["experiment"]: e for e in table}
-    assert by["a"]["marker"] == "best"
-    assert by["b"]["marker"] == "≈" and by["b"]["p"] > 0.05
-    assert by["c"]["marker"] == "" and by["c"]["p"] < 0.001
-    assert by["a"]["val_acc"] == pytest.approx(0.981) and by["a"]["val_acc_std"] == pytest.approx(0.001)
+    assert by["f"].mean["val_acc"] == pytest.approx(0.97)  # the failed seeds never enter the mean
+    table = report.comparison([r for r in rows if r.experiment in "abc"])
+    by = {e.experiment: e for e in table}
+    assert by["a"].marker == "best"
+    assert by["b"].marker == "≈" and by["b"].p > 0.05
+    assert by["c"].marker == "" and by["c"].p < 0.001
+    assert by["a"].mean["val_acc"] == pytest.approx(0.981) and by["a"].std["val_acc"] == pytest.approx(0.001)
     shown = report.table_rows(table)
     assert shown[0]["val_acc"] == "0.9810 ± 0.0010"
     by_shown = {r["experiment"]: r for r in shown}
@@ -116,8 +117,8 @@ def test_store_recovers_after_a_crash_between_folder_and_database(tmp_path):
     assert len(store.history(db, lost.run_id)) == 1
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
         [kept.run_id, lost.run_id, half.name])
-    assert [r["seed"] for r in store.query(db, ("seed=1",))] == [1]
-    assert [r["seed"] for r in store.query(db, (), "-seed")] == [1, 0]
+    assert [r.seed for r in store.query(db, ("seed=1",))] == [1]
+    assert [r.seed for r in store.query(db, (), "-seed")] == [1, 0]
     with pytest.raises(UserError, match="unknown key 'colour'"):
         store.query(db, ("colour=red",))
     with pytest.raises(sqlite3.IntegrityError):  # a run id can never be recorded twice

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .inputs import check_names, check_path, check_run_options
+from .interrupt import for_call
+from .progress import progress_view
 from .results import Results
 from .suite import Suite, apply_overrides, load_suite, parse_suite
 from .trained import Run
@@ -45,7 +47,8 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
         seeds: int | None = None, epochs: int | None = None, only: str | list[str] | None = None,
         device: str = "auto", progress: bool | Callable[[dict], None] = True,
         data_dir: str | Path | None = None, workers: int | None = None,
-        cluster: str | None = None, security=None, checkpoint_every: float | None = 60.0) -> Results:
+        cluster: str | None = None, security=None, checkpoint_every: float | None = 60.0,
+        _own_interrupt: bool = False) -> Results:
     """Train every configuration of `suite` (several seeds each, same-shape runs fused) and
     return its Results.
 
@@ -58,10 +61,9 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     one with `security`, a `distributed.security.Security`). checkpoint_every: seconds between a
     group's epoch checkpoints (0: every epoch; inf: only at halving rungs; None: none), from
     which an interrupted run resumes. A bad argument raises UserError before anything is
-    written."""
-    from . import sweep
-    from .interrupt import for_call
-    from .progress import progress_view
+    written. (`_own_interrupt`: the caller says what an interrupt saved itself, in its own
+    words: the CLI's "run the same command again".)"""
+    from . import sweep  # torch: only when training
 
     check_path(out, "out", folder=None)
     if not (isinstance(progress, bool) or callable(progress)):
@@ -77,12 +79,14 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
                                        progress=view, workers=workers, cluster=cluster,
                                        security=security, checkpoint_every=checkpoint_every)
             except KeyboardInterrupt as e:  # what was saved, in two lines; the cell still stops
+                if _own_interrupt:
+                    raise
                 raise for_call(e, view, temporary) from None
     except BaseException:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    return Results(folder, [r["run_id"] for r in rows], name=s.name, temporary=temporary)
+    return Results(folder, [r["run_id"] for r in rows], name=s.name, temporary=temporary, suite=s)
 
 
 def load(out: str | Path | list[str | Path], experiments: list[str] | None = None) -> Results:

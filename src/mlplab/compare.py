@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from html import escape
 
 from markupsafe import Markup
@@ -16,12 +17,14 @@ from markupsafe import Markup
 from .bn_honest import THRESHOLD
 from .bn_honest import warning as bn_warning
 from .config import SCALED_INITIALIZERS
+from .records import METRICS, Configuration, RunRecord
 from .safetext import markdown, printable
 from .search import config_key
 from .stats import mean_std, welch
 
 ALPHA = 0.05
-METRICS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_seconds", "epochs_run")
+__all__ = ["ALPHA", "COLUMNS", "FOOTER", "METRICS", "comparison", "differing", "html_table",
+           "markdown_table", "table_rows"]
 FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard deviation over seeds. "
           f"≈ marks configurations not distinguishable from the best (Welch's t-test on "
           f"validation accuracy, two-sided, p ≥ {ALPHA}); n/a: fewer than 2 seeds, no test "
@@ -35,94 +38,86 @@ FOOTER = (f"Ranked by mean validation accuracy over seeds; ± is the standard de
           f"the report and Results.table()'s bn_warning give the numbers).")
 
 
-def comparison(rows: list[dict]) -> list[dict]:
-    """One entry per configuration: n, diverged, mean/std of METRICS over the finished runs, rank,
-    p-value against the best, and a marker ('best', '≈', '', 'n/a'). A configuration is every
-    config field but the seed, so runs that share a name but not their settings (the same suite
-    run again with other --epochs) are never averaged together; their names are made unique by
-    the fields that differ."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        cfg = json.loads(r.get("config") or "{}")
-        key = config_key(cfg) if cfg else r["experiment"]
-        groups.setdefault(key, []).append(r)
-    table = []
-    for rs in groups.values():
-        pruned = [r for r in rs if r["status"] == "pruned"]
-        # a pruned configuration shows its seeds where they stopped (finished ones included:
-        # an early-stopped seed); it is never ranked against configurations that went on
-        ok = [r for r in rs if r["status"] == "finished" or (pruned and r["status"] == "pruned")]
-        cfg = json.loads(rs[0].get("config") or "{}")
-        entry = {"experiment": rs[0]["experiment"], "architecture": rs[0]["architecture"],
-                 "config": {k: v for k, v in cfg.items() if k not in ("name", "seed")},
-                 "params": int(rs[0]["params"]), "n": len(ok), "runs": len(rs),
-                 "diverged": sum(r["status"] == "diverged" for r in rs),
-                 "chance": sum(r["status"] == "chance" for r in rs), "ranked": bool(ok) and not pruned,
-                 "pruned_at": max((int(r["epochs_run"]) for r in pruned), default=None),
-                 "val_accs": [float(r["val_acc"]) for r in ok],
-                 "run_ids": [r["run_id"] for r in rs], "bn_warning": _bn_warning(ok or rs)}
-        for key in METRICS:
-            entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in ok])
-        table.append(entry)
-    _unique_names(table)
-    ranked = sorted((e for e in table if e["ranked"]), key=lambda e: -e["val_acc"])
-    for i, e in enumerate(ranked):
-        e["rank"] = i + 1
-    for e in table:
-        e.setdefault("rank", None)
-        e["p"] = None
-        e["marker"] = f"pruned at epoch {e['pruned_at']}" if e["pruned_at"] else ""
-    if ranked:
-        best = ranked[0]
-        best["marker"] = "best"
-        for e in ranked[1:]:
-            p = welch(best["val_accs"], e["val_accs"])
-            e["p"] = None if p != p else p
-            e["marker"] = "n/a" if e["p"] is None else ("≈" if p >= ALPHA else "")
+def comparison(runs: list[RunRecord]) -> list[Configuration]:
+    """One Configuration per configuration: n, diverged, mean/std of METRICS over the finished
+    runs, rank, p-value against the best, and a marker ('best', '≈', '', 'n/a'). A configuration
+    is every config field but the seed, so runs that share a name but not their settings (the
+    same suite run again with other --epochs) are never averaged together; their names are made
+    unique by the fields that differ."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        groups.setdefault(config_key(dict(r.settings)) if r.settings else r.experiment, []).append(r)
+    table = _unique_names([_configuration(rs) for rs in groups.values()])
+    ranked = sorted((e for e in table if e.ranked), key=lambda e: -e.mean["val_acc"])
+    done = [replace(e, rank=i + 1, marker="best" if i == 0 else "") for i, e in enumerate(ranked)]
+    for i, e in enumerate(done[1:], 1):
+        p = welch(done[0].val_accs, e.val_accs)
+        p = None if p != p else p
+        done[i] = replace(e, p=p, marker="n/a" if p is None else ("≈" if p >= ALPHA else ""))
     # the pruned after the ranked: the furthest first, then by validation accuracy
-    unranked = sorted((e for e in table if not e["ranked"]),
-                      key=lambda e: (-(e["pruned_at"] or 0), -(e["val_acc"] if e["n"] else -1.0)))
-    return ranked + unranked
+    unranked = sorted((replace(e, marker=f"pruned at epoch {e.pruned_at}" if e.pruned_at else "")
+                       for e in table if not e.ranked),
+                      key=lambda e: (-(e.pruned_at or 0), -(e.mean["val_acc"] if e.n else -1.0)))
+    return done + unranked
 
 
-def _bn_warning(rows: list[dict]) -> str | None:
+def _configuration(rs: list[RunRecord]) -> Configuration:
+    pruned = [r for r in rs if r.status == "pruned"]
+    # a pruned configuration shows its seeds where they stopped (finished ones included: an
+    # early-stopped seed); it is never ranked against configurations that went on
+    ok = [r for r in rs if r.status == "finished" or (pruned and r.status == "pruned")]
+    stats = {key: mean_std([getattr(r, key) for r in ok]) for key in METRICS}
+    return Configuration(
+        experiment=rs[0].experiment, architecture=rs[0].architecture,
+        settings={k: v for k, v in rs[0].settings.items() if k not in ("name", "seed")},
+        params=int(rs[0].params), n=len(ok), runs=len(rs),
+        diverged=sum(r.status == "diverged" for r in rs), chance=sum(r.status == "chance" for r in rs),
+        ranked=bool(ok) and not pruned, pruned_at=max((int(r.epochs_run) for r in pruned), default=None),
+        run_ids=tuple(r.run_id for r in rs), val_accs=tuple(float(r.val_acc) for r in ok),
+        mean={k: m for k, (m, _) in stats.items()}, std={k: s for k, (_, s) in stats.items()},
+        bn_warning=_bn_warning(ok or rs))
+
+
+def _bn_warning(runs: list[RunRecord]) -> str | None:
     """The configuration's BatchNorm warning: that of its run whose moving statistics saw the
     fewest updates (seeds differ only where early stopping does), or None."""
-    runs = [(json.loads(r.get("config") or "{}"), json.loads(r.get("metrics") or "{}")) for r in rows]
-    runs.sort(key=lambda cm: cm[1].get("bn_updates") or 0)
-    return next((w for w in (bn_warning(c, m) for c, m in runs) if w), None)
+    runs = sorted(runs, key=lambda r: r.metrics.get("bn_updates") or 0)
+    return next((w for w in (bn_warning(dict(r.settings), dict(r.metrics)) for r in runs) if w), None)
 
 
-def _unique_names(table: list[dict]) -> None:
+def _unique_names(table: list[Configuration]) -> list[Configuration]:
     """Entries that share a name get the fields that tell them apart: 'm (epochs=3)'."""
-    by_name: dict[str, list[dict]] = {}
-    for e in table:
-        by_name.setdefault(e["experiment"], []).append(e)
+    by_name: dict[str, list[int]] = {}
+    for i, e in enumerate(table):
+        by_name.setdefault(e.experiment, []).append(i)
     for same in by_name.values():
         if len(same) > 1:
-            keys = differing(same) or ["architecture"]
-            for e in same:
-                e["experiment"] += " (" + ", ".join(f"{k}={_value(e['config'].get(k))}" for k in keys) + ")"
+            keys = differing([table[i] for i in same]) or ["architecture"]
+            for i in same:
+                e = table[i]
+                what = ", ".join(f"{k}={_value(e.settings.get(k))}" for k in keys)
+                table[i] = replace(e, experiment=f"{e.experiment} ({what})")
+    return table
 
 
-def differing(table: list[dict]) -> list[str]:
+def differing(table: list[Configuration]) -> list[str]:
     """The config keys whose values differ between the table's configurations (the seed and the
     architecture, which has its own column, aside)."""
     if len(table) < 2:
         return []
-    keys = [k for k in table[0]["config"] if k != "architecture"]
-    keys = [k for k in keys if len({json.dumps(e["config"].get(k)) for e in table}) > 1]
+    keys = [k for k in table[0].settings if k != "architecture"]
+    keys = [k for k in keys if len({json.dumps(e.settings.get(k)) for e in table}) > 1]
     # one meaning, two spellings (config synonyms): show one. batch_norm / bn_position say it all
     # until a LayerNorm appears; then norm / norm_position do
-    layer = any(e["config"].get("norm") == "layer" for e in table)
+    layer = any(e.settings.get("norm") == "layer" for e in table)
     hidden = ("batch_norm", "bn_position") if layer else ("norm", "norm_position")
     return [k for k in keys if k not in hidden]
 
 
-def settings_text(entry: dict, keys: list[str]) -> str:
+def settings_text(entry: Configuration, keys: list[str]) -> str:
     """'dropout=0.5, lr=0.01': the differing settings not already spelled out in the name."""
-    shown = entry["experiment"].partition("[")[2]
-    cfg = entry["config"]
+    shown = entry.experiment.partition("[")[2]
+    cfg = entry.settings
     # init_stddev means nothing to a configuration whose initializers take no stddev
     scaled = any(cfg.get(k) in SCALED_INITIALIZERS for k in ("init", "output_init"))
     return ", ".join(f"{k}={_value(cfg.get(k))}" for k in keys
@@ -144,36 +139,37 @@ def fmt(mean: float, std: float, n: int, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if n <= 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def table_rows(table: list[dict]) -> list[dict]:
+def table_rows(table: list[Configuration]) -> list[dict]:
     """Display strings for one comparison table (shared by the terminal, HTML and Markdown)."""
     out, keys = [], differing(table)
     for e in table:
-        n = e["n"]
-        warn = " ⚠" if e.get("bn_warning") else ""  # next to the numbers it makes doubtful
+        n, mean, std = e.n, e.mean, e.std
+        secs = mean["train_seconds"]
+        warn = " ⚠" if e.bn_warning else ""  # next to the numbers it makes doubtful
         out.append({
             # names are data: printable on a terminal (no control characters), escaped by each form
-            "rank": str(e["rank"] or "–"), "experiment": printable(e["experiment"]),
-            "architecture": printable(e["architecture"]), "settings": printable(settings_text(e, keys)),
-            "params": f"{e['params']:,}",
+            "rank": str(e.rank or "–"), "experiment": printable(e.experiment),
+            "architecture": printable(e.architecture), "settings": printable(settings_text(e, keys)),
+            "params": f"{e.params:,}",
             "n": n_text(e),
-            "epochs": "—" if not n else f"{e['epochs_run']:.0f}",
-            "val_acc": fmt(e["val_acc"], e["val_acc_std"], n) + (warn if n else ""),
-            "val_loss": fmt(e["val_loss"], e["val_loss_std"], n),
-            "test_acc": fmt(e["test_acc"], e["test_acc_std"], n) + (warn if n else ""),
-            "test_loss": fmt(e["test_loss"], e["test_loss_std"], n),
-            "seconds": "—" if not n else f"{e['train_seconds']:.{0 if e['train_seconds'] >= 10 else 1}f}",
-            "vs_best": e["marker"] + (_p_text(e["p"]) if e["p"] is not None else ""),
-            "bn_note": printable(f"⚠ {e['experiment']}: {e['bn_warning']}") if warn else "",
+            "epochs": "—" if not n else f"{mean['epochs_run']:.0f}",
+            "val_acc": fmt(mean["val_acc"], std["val_acc"], n) + (warn if n else ""),
+            "val_loss": fmt(mean["val_loss"], std["val_loss"], n),
+            "test_acc": fmt(mean["test_acc"], std["test_acc"], n) + (warn if n else ""),
+            "test_loss": fmt(mean["test_loss"], std["test_loss"], n),
+            "seconds": "—" if not n else f"{secs:.{0 if secs >= 10 else 1}f}",
+            "vs_best": e.marker + (_p_text(e.p) if e.p is not None else ""),
+            "bn_note": printable(f"⚠ {e.experiment}: {e.bn_warning}") if warn else "",
         })
     return out
 
 
-def n_text(e: dict) -> str:
+def n_text(e: Configuration) -> str:
     """'3', or '1 of 3 (1 diverged, 1 at chance)' when not every seed counts."""
-    if e["n"] == e["runs"]:
-        return str(e["n"])
-    why = [f"{e[k]} {w}" for k, w in (("diverged", "diverged"), ("chance", "at chance")) if e.get(k)]
-    return f"{e['n']} of {e['runs']}" + (f" ({', '.join(why)})" if why else "")
+    if e.n == e.runs:
+        return str(e.n)
+    why = [f"{n} {w}" for n, w in ((e.diverged, "diverged"), (e.chance, "at chance")) if n]
+    return f"{e.n} of {e.runs}" + (f" ({', '.join(why)})" if why else "")
 
 
 def _p_text(p: float) -> str:
@@ -197,15 +193,15 @@ def _nowrap(text: str) -> Markup:
     return Markup("<wbr>").join(Markup('<span class="nw">{}</span>').format(p) for p in parts)
 
 
-def html_table(table: list[dict], caption: str = "") -> str:
+def html_table(table: list[Configuration], caption: str = "") -> str:
     """The comparison table as HTML (the report's, and what Jupyter shows for a Results)."""
     rows = table_rows(table)
     cols = [(k, t) for k, t in COLUMNS if k != "settings" or any(r["settings"] for r in rows)]
     head = "".join(f'<th class="{"l" if k in TEXT_COLUMNS else ""}">{escape(t)}</th>' for k, t in cols)
     body = []
     for e, row in zip(table, rows, strict=True):
-        cls = "best" if e["marker"] == "best" else "tie" if e["marker"] == "≈" else (
-            "" if e["ranked"] else "unranked")
+        cls = "best" if e.marker == "best" else "tie" if e.marker == "≈" else (
+            "" if e.ranked else "unranked")
         cells = "".join(f'<td class="l">{_nowrap(row[k])}</td>' if k in TEXT_COLUMNS
                         else f"<td>{escape(row[k])}</td>" for k, _ in cols)
         body.append(f'<tr class="{cls}">{cells}</tr>')

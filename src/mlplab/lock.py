@@ -16,16 +16,15 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import layout
 from .errors import UserError
 from .safefs import link_error
-
-LOCK_NAME = ".mlplab.lock"
 
 
 def holder(out: Path) -> str:
     """Who holds OUT's lock, in words (from the lock file; '?' where it cannot be read)."""
     try:  # never through a link, and only a little of it
-        fd = os.open(Path(out) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(layout.lock(out), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             info = json.loads(os.read(fd, 4096) or b"{}")
         finally:
@@ -47,8 +46,8 @@ def own(out: str | Path) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"--out {out} is in use by another mlplab run ({holder(out)}); wait for "
-                            "it to finish or choose another --out") from None
+            raise UserError(f"out {out} is in use by another mlplab run ({holder(out)}); wait for "
+                            "it to finish or choose another results folder") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": dt.datetime.now().isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
@@ -62,7 +61,7 @@ def _open_lock(out: Path) -> int:
     """OUT/.mlplab.lock opened for writing, never through a link (O_NOFOLLOW) and only when it
     is a plain file with one name: the lock's JSON is written into it, and a planted link, FIFO
     or hard link must not carry that write anywhere else."""
-    path = out / LOCK_NAME
+    path = layout.lock(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
@@ -70,7 +69,7 @@ def _open_lock(out: Path) -> int:
     except OSError as e:
         if os.path.islink(path):
             raise link_error(path) from None
-        raise UserError(f"--out {out}: cannot write there ({e.strerror})") from None
+        raise UserError(f"out {out}: cannot write there ({e.strerror})") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)

@@ -6,13 +6,30 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from .errors import UserError
 from .inputs import check_count, check_seed, is_int
 
-if TYPE_CHECKING:
-    from .suite import Suite
+
+class Suite(Protocol):
+    """What these functions read of a `suite.Suite` (which validates itself with them, so this
+    module cannot import it)."""
+
+    name: str
+    seeds: list[int]
+    experiments: list[Any]
+    grid: dict[str, list[Any]]
+    defaults: dict[str, Any]
+    space: dict[str, Any]
+
+    @property
+    def samples(self) -> int: ...
+
+    def model_copy(self, *, update: dict[str, Any]) -> Any: ...
+
+
+S = TypeVar("S", bound=Suite)
 
 
 def max_runs() -> int:
@@ -56,8 +73,8 @@ def seed_list(value: Any, where: str) -> list[int]:
     return list(dict.fromkeys(value))
 
 
-def apply_overrides(suite: Suite, *, epochs: int | None = None, seeds: int | None = None,
-                    only: tuple[str, ...] = ()) -> Suite:
+def apply_overrides(suite: S, *, epochs: int | None = None, seeds: int | None = None,
+                    only: tuple[str, ...] = ()) -> S:
     """The CLI's --epochs/--seeds/--only as a new suite (validated like the file itself)."""
     update: dict[str, Any] = {}
     if seeds is not None:  # a count: checked against the run limit before a list is built

@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure as _Figure
 from matplotlib.ticker import MaxNLocator
 
 from .safetext import printable
+
+if TYPE_CHECKING:
+    from .records import Configuration
 
 
 class Figure(_Figure):
@@ -201,16 +205,16 @@ def search_plot(by_name: dict[str, list[list[dict]]], pruned_at: dict[str, int |
     return fig
 
 
-def params_plot(table: list[dict]) -> Figure:
+def params_plot(table: list[Configuration]) -> Figure:
     """Test accuracy (mean +- std over seeds) against parameter count. Points carry their rank
     number; the legend beside the axes names them (labels on the points overlap)."""
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
-    for r in table:
-        if r["ranked"]:
-            ax.errorbar(r["params"], r["test_acc"], yerr=r["test_acc_std"], fmt="o", capsize=3,
-                        label=wrap(f"{r['rank']}. {r['experiment']}", 34))
-            ax.annotate(str(r["rank"]), (r["params"], r["test_acc"]), fontsize=7,
+    for e in table:
+        if e.ranked:
+            ax.errorbar(e.params, e.mean["test_acc"], yerr=e.std["test_acc"], fmt="o", capsize=3,
+                        label=wrap(f"{e.rank}. {e.experiment}", 34))
+            ax.annotate(str(e.rank), (e.params, e.mean["test_acc"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
     ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy")
     ax.grid(alpha=0.3)

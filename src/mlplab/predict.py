@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import store
+from . import layout, store
 from .config import RunConfig
 from .errors import UserError
 from .evaluate import logits
@@ -29,10 +29,10 @@ from .prediction_inputs import (  # noqa: F401  (re-exported: predict's inputs)
 def find_run(run: str, out: str | Path = "out") -> Path:
     """RUN = a run folder, or a run id (or unique prefix) under OUT/runs/."""
     path = Path(run)
-    if (path / "config.json").is_file():
+    if (path / layout.CONFIG).is_file():
         return path
-    runs = Path(out) / "runs"
-    matches = sorted(p for p in runs.glob(f"{run}*") if (p / "metrics.json").is_file()) \
+    runs = layout.runs(out)
+    matches = sorted(p for p in runs.glob(f"{run}*") if (p / layout.METRICS).is_file()) \
         if runs.is_dir() and run.isalnum() else []
     if len(matches) == 1:
         return matches[0]
@@ -48,7 +48,7 @@ def load_model(folder: Path) -> tuple[RunConfig, StackedMLP]:
     checked against the config's shapes."""
     run = store.read_run(folder)
     cfg = run["config"]
-    weights = store.read_tensors(folder / "weights.safetensors")
+    weights = store.read_tensors(folder / layout.WEIGHTS)
     expected = {k: v.shape for k, v in init_member(cfg).items()}
     got = {k: tuple(v.shape) for k, v in weights.items()}
     if got != {k: tuple(s) for k, s in expected.items()}:
@@ -87,7 +87,7 @@ def class_names(folder: Path, cfg: RunConfig) -> tuple[str, ...]:
     from .data import DATASETS
 
     try:
-        stored = json.loads((folder / "metrics.json").read_text()).get("classes")
+        stored = json.loads((folder / layout.METRICS).read_text()).get("classes")
     except (OSError, ValueError, AttributeError):
         stored = None
     if isinstance(stored, list) and len(stored) >= cfg.widths[-1] and all(isinstance(c, str) for c in stored):
@@ -158,7 +158,7 @@ def export(folder: Path, fmt: str, dest: Path | str | None = None,
         return "-"
     if target is None:  # inside OUT: no link below OUT/runs is followed
         target = folder / f"model.{EXPORTERS[fmt][0]}"
-        safefs.write_atomic(target, buf.getvalue(), folder.parent if folder.parent.name == "runs"
+        safefs.write_atomic(target, buf.getvalue(), folder.parent if folder.parent.name == layout.RUNS
                             else folder)
         return target
     safefs.write_atomic(target, buf.getvalue())
@@ -225,7 +225,7 @@ def reproduce(folder: Path, out: str | Path, device: str = "auto") -> dict:
     members, how = [cfg], "alone"
     group_ids = stored.get("group") or []
     if len(group_ids) > 1:
-        found = [store.run_dir(Path(out), i) / "config.json" for i in group_ids]
+        found = [layout.run(out, i) / layout.CONFIG for i in group_ids]
         if all(p.is_file() for p in found):
             members = [RunConfig.model_validate_json(p.read_text()) for p in found]
             how = f"in its group of {len(members)}"

@@ -1,12 +1,11 @@
 """The report (report.html, report.md, plots/), built from the run store only, so old results
-re-report. Its table is `compare.comparison` (re-exported here)."""
+re-report. Its table is `compare.comparison`, its figures `figures` (both re-exported here)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import errno
-import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -14,8 +13,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from . import data as data_mod
-from . import plots, safefs, store
+from . import figures, layout, plots, safefs, store
 from .compare import (  # noqa: F401  (re-exported: the report's table is the comparison)
     ALPHA,
     COLUMNS,
@@ -28,180 +26,39 @@ from .compare import (  # noqa: F401  (re-exported: the report's table is the co
     table_rows,
 )
 from .errors import UserError
+from .figures import best_run, budget_text, class_names, search_figure, search_log  # noqa: F401
+from .layout import REPORT_NAMES, STAMP  # noqa: F401  (re-exported)
 from .safetext import markdown, printable
 
 
-def class_names(rows: list[dict]) -> tuple[str, ...]:
-    """The classes' names: stored with the run (folder names, a Parquet file's names, a
-    `classes` list), else the registered dataset's, else the class indices."""
-    metrics = json.loads(rows[0]["metrics"])
-    n = len(metrics["per_class_acc"])
-    stored = metrics.get("classes")
-    if isinstance(stored, list) and len(stored) == n and all(isinstance(c, str) for c in stored):
-        return tuple(stored)
-    spec = data_mod.DATASETS.get(json.loads(rows[0]["config"])["dataset"])
-    return spec.classes if spec else tuple(str(i) for i in range(n))
-
-
 def build(out: Path, run_ids: list[str] | None = None) -> dict:
-    """Everything the report shows, as data and figures (bytes), from the store only."""
-    rows, histories = store.snapshot(out, run_ids)
-    if not rows:
+    """Everything the report shows, as data and figures (bytes), from the store only: the
+    comparison ("table", its display "rows"), "figs" (section -> [(name, caption, PNG)]), the
+    runs' count and devices, the best run, the histories per configuration and "notes" (what
+    had to be left out, and why)."""
+    runs = store.snapshot(out, run_ids)
+    if not runs:
         raise UserError(f"{out}: the store has no finished runs yet")
-    table = comparison(rows)
-    notes: list[str] = []  # what the report had to leave out, and why
-    by_exp = {e["experiment"]: [histories[i] for i in e["run_ids"] if histories[i]] for e in table}
+    table = comparison(runs)
+    notes: list[str] = []
+    history = {r.run_id: list(r.history) for r in runs}
+    by_exp = {e.experiment: [history[i] for i in e.run_ids if history[i]] for e in table}
     by_exp = {k: v for k, v in by_exp.items() if v}
-    # figs: section -> [(name, caption that adds to the section title, PNG bytes)]
-    figs: dict[str, list[tuple[str, str, bytes]]] = {}
+    figs: dict[str, figures.Figures] = {}
     search = search_log(out)
-    if search or any(e["pruned_at"] for e in table):
-        figs["search"] = [_search_figure(table, by_exp, search)]
-    seeds = sorted({len(v) for v in by_exp.values()})
+    if search or any(e.pruned_at for e in table):
+        figs["search"] = figures.search_section(table, by_exp, search)
     if by_exp:
-        figs["curves"] = [("learning curves", (
-            f"{len(by_exp)} configurations, {'/'.join(map(str, seeds))} seeds each: mean curve, "
-            "the band spans the seeds. Blue: training, orange: validation. Every loss panel shares "
-            "one scale, every accuracy panel another."), plots.png(plots.curves_grid(by_exp)))]
-    families: dict[str, dict] = {}
-    for name, hs in by_exp.items():
-        families.setdefault(name.split("[")[0], {})[name] = hs
-    overlays = [(fam, f"{fam}: the grid's configurations side by side (validation loss)",
-                 plots.png(plots.overlay_plot(f"{fam}: validation loss", members)))
-                for fam, members in families.items() if len(members) > 1]
-    if len(by_exp) > 1 and len(families) > 1:
-        overlays.append(("all", "every configuration's mean validation loss",
-                         plots.png(plots.overlay_plot("validation loss", by_exp))))
-    if overlays:
-        figs["overlays"] = overlays
-    figs["params"] = [("accuracy vs parameters", "test accuracy, mean ± std over seeds; points "
-                       "numbered by rank on validation accuracy", plots.png(plots.params_plot(table)))]
-    best = best_run(table, rows)
+        figs["curves"] = figures.curves_section(by_exp)
+    figs["overlays"] = figures.overlays_section(by_exp)
+    figs["params"] = figures.params_section(table)
+    best = best_run(table, runs)
     if best:
-        metrics = json.loads(best["metrics"])
-        title = f"{best['experiment']}, seed {best['seed']}"
-        n_test = sum(map(sum, metrics["confusion_matrix"]))
-        figs["confusion"] = [(title, f"{title}: {n_test:,} test images, accuracy "
-                              f"{best['test_acc']:.4f} (colour: log count)",
-                              plots.png(plots.confusion_plot(metrics["confusion_matrix"],
-                                                             class_names(rows), title)))]
-        names, shape = class_names(rows), tuple(metrics.get("image_shape") or ())
-        gallery = _gallery(store.run_dir(out, best["run_id"]) / "errors.safetensors", notes,
-                           lambda g: [f"{names[y]} → {names[p]}" for y, p in zip(
-                               g["labels"].tolist(), g["preds"].tolist(), strict=True)], shape)
-        if gallery:
-            images, captions = gallery
-            wrong = round((1 - best["test_acc"]) * n_test)
-            figs["gallery"] = [(title, f"the first {len(captions)} of its {wrong} errors, "
-                                "labelled true → predicted", plots.png(plots.gallery_plot(
-                                    images, captions, title, shape=shape)))]
-    for e in table:  # the first augmented configuration (in rank order): what its nets saw
-        aug = [store.run_dir(out, i) / "augmented.safetensors" for i in e["run_ids"]]
-        aug = [p for p in aug if p.is_file()]
-        gallery = aug and _gallery(aug[0], notes, lambda g: [f"label {y}" for y in g["labels"].tolist()])
-        if gallery:
-            figs["augmented"] = [(e["experiment"], f"{e['experiment']}: three random draws of "
-                                  "the first 12 training digits", plots.png(plots.gallery_plot(
-                                      *gallery, e["experiment"], cols=12, color="black")))]
-            break
-    return {"table": table, "rows": table_rows(table), "figs": figs, "runs": len(rows),
-            "devices": sorted({r["device"] or "?" for r in rows}), "best": best,
+        figs.update(figures.best_sections(out, best, notes))
+    figs["augmented"] = figures.augmented_section(out, table, notes)
+    return {"table": table, "rows": table_rows(table), "figs": {k: v for k, v in figs.items() if v},
+            "runs": len(runs), "devices": sorted({r.device or "?" for r in runs}), "best": best,
             "histories": by_exp, "notes": notes}
-
-
-GALLERY_MAX_BYTES = 16 << 20
-
-
-def _gallery(path: Path, notes: list[str], captions, shape: tuple[int, ...] = ()) -> tuple | None:
-    """(images [n, H*W] uint8, captions) from a stored gallery file (square images unless
-    `shape` says (H, W)), or None with a note in the report when it is damaged (the rest of the
-    report is made without it)."""
-    if not path.is_file():
-        return None
-    try:
-        if path.stat().st_size > GALLERY_MAX_BYTES:  # a gallery is a few hundred small images
-            raise ValueError(f"{path.stat().st_size:,} bytes, more than a gallery holds")
-        g = store.read_tensors(path)
-        images, labels = g["images"].numpy(), g["labels"]
-        side = round(images.shape[1] ** 0.5) if images.ndim == 2 else 0
-        pixels = shape[0] * shape[1] if len(shape) == 2 else side * side
-        if not side or pixels != images.shape[1] or len(labels) != len(images) \
-                or labels.ndim != 1 or not 0 < len(images) <= 1000:
-            raise ValueError(f"images of shape {list(images.shape)}, {len(labels)} labels")
-        return images, captions(g)
-    except (UserError, KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:
-        why = str(e).removeprefix(f"{path}: ").splitlines()[0][:200] if str(e) else type(e).__name__
-        notes.append(f"{path.parent.name}/{path.name} is damaged and left out ({why})")
-        return None
-
-
-def search_log(out: Path) -> dict | None:
-    """OUT/search.json (written by a run with successive halving), or None."""
-    try:
-        return json.loads((out / "search.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def budget_text(search: dict) -> str:
-    """'228 model-epochs of the 900 a full grid would spend (25%)'."""
-    spent, full = search["model_epochs"], search["full_grid_model_epochs"]
-    return f"{spent:,} model-epochs of the {full:,} a full grid would spend ({spent / full:.0%})"
-
-
-def _rungs(table: list[dict], search: dict | None) -> list[int]:
-    """The rung epochs: from search.json, else where configurations were pruned."""
-    return [r["epoch"] for r in search["rungs"]] if search else sorted(
-        {e["pruned_at"] for e in table if e["pruned_at"]})
-
-
-def search_figure(table: list[dict], by_exp: dict, search: dict | None):
-    """The picture of a search (plots.search_plot) from the comparison and search.json; at a
-    rung, a configuration kept for being within seed noise of the last of the best 1/eta gets
-    an open circle, one kept as the best with a value of a setting an open square (rule
-    "noise")."""
-    metric = search["metric"] if search else "val_acc"
-    fig = plots.search_plot(by_exp, {e["experiment"]: e["pruned_at"] for e in table},
-                            _rungs(table, search), metric, search["eta"] if search else 3)
-    ax = fig.axes[0]
-    for field, marker, label in (("within_noise", "o", "kept within seed noise (o)"),
-                                 ("choices", "s", "kept as the best with a setting's value (□)")):
-        marks = []
-        for r in (search or {}).get("rungs", []):
-            for name in r.get(field, []):  # absent in logs of rule "top" and older runs
-                mean = plots.band(by_exp[name], metric)[0] if name in by_exp else []
-                if len(mean) >= r["epoch"]:
-                    marks.append((r["epoch"], mean[r["epoch"] - 1]))
-        if marks:
-            ax.plot(*zip(*marks, strict=True), marker, markerfacecolor="none", markeredgecolor="black",
-                    markersize=7, linestyle="none", label=label)
-    if any(line.get_label().startswith("kept ") for line in ax.lines):
-        for legend in list(fig.legends):  # the legend again, with the new entries
-            legend.remove()
-        fig.legend(loc="outside right upper", fontsize=7)
-    return fig
-
-
-def _search_figure(table: list[dict], by_exp: dict, search: dict | None) -> tuple[str, str, bytes]:
-    caption = (f"successive halving: {len(by_exp)} configurations; rungs at epoch "
-               f"{', '.join(map(str, _rungs(table, search)))}")
-    if search:
-        kept = f"the best 1/{search['eta']} went on"
-        if search.get("rule", "top") == "noise":  # search.json of older versions has no rule: top
-            kept += " with every one within seed noise of them (open marks)"
-        caption += (f"; at each, ranked by mean {search['metric']} over seeds, {kept}; "
-                    f"{budget_text(search)}")
-    return ("search", caption, plots.png(search_figure(table, by_exp, search)))
-
-
-def best_run(table: list[dict], rows: list[dict]) -> dict | None:
-    """The best configuration's run with the highest validation accuracy."""
-    ranked = [e for e in table if e["ranked"]]
-    if not ranked:
-        return None
-    ids = set(ranked[0]["run_ids"])
-    cands = [r for r in rows if r["run_id"] in ids and r["status"] == "finished"]
-    return max(cands, key=lambda r: r["val_acc"])
 
 
 def write_report(out: str | Path, run_ids: list[str] | None = None,
@@ -213,24 +70,20 @@ def write_report(out: str | Path, run_ids: list[str] | None = None,
     out = Path(out)
     dest = Path(to) if to is not None else out
     if dest.is_dir():  # before any figure is drawn: a planted link, a read-only folder
-        safefs.refuse_links(dest, REPORT_NAMES, ("plots", "report_files"))
+        safefs.refuse_links(dest, REPORT_NAMES, layout.REPORT_FOLDERS)
         if not os.access(dest, os.W_OK):
             _unwritable(out, dest, os.strerror(errno.EROFS if _read_only(dest) else errno.EACCES))
     rep = build(out, run_ids)
     try:
         _write_files(dest, rep)
         # which state of the store the report shows (a selection of runs never passes for the whole)
-        store.write_text_atomic(dest / STAMP, store_state(out) if run_ids is None else "a selection",
+        store.write_text_atomic(layout.stamp(dest), store_state(out) if run_ids is None else "a selection",
                                 root=dest)
     except OSError as e:
         if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
         _unwritable(out, dest, e.strerror)
-    return {"html": dest / "report.html", "md": dest / "report.md", "notes": rep["notes"]}
-
-
-STAMP = ".report-state"  # beside the report: the state of the store it shows (`up_to_date`)
-REPORT_NAMES = ("report.html", "report.md", "plots", "report_files", STAMP)
+    return {"html": layout.report_html(dest), "md": layout.report_md(dest), "notes": rep["notes"]}
 
 
 def store_state(out: Path) -> str:
@@ -251,7 +104,7 @@ def up_to_date(out: str | Path) -> bool:
     there): a rerun that trained nothing keeps it instead of drawing it again."""
     out = Path(out)
     try:
-        stamp = (out / STAMP).read_text()
+        stamp = layout.stamp(out).read_text()
     except (OSError, UnicodeDecodeError):
         return False
     return stamp == store_state(out) and all((out / n).exists() for n in REPORT_NAMES[:4])
@@ -269,20 +122,20 @@ def _unwritable(out: Path, dest: Path, why: str):
 def _write_files(dest: Path, rep: dict) -> None:
     # The notebook's figures as plain files: train vs validation loss per experiment + overlay.
     for name, hs in rep["histories"].items():
-        store.write_bytes_atomic(dest / "plots" / f"{plots.slug(name)}.png",
+        store.write_bytes_atomic(layout.plots(dest) / f"{plots.slug(name)}.png",
                                  plots.png(plots.loss_plot(name, hs)), root=dest)
-    store.write_bytes_atomic(dest / "plots" / "overlay.png", plots.png(
+    store.write_bytes_atomic(layout.plots(dest) / "overlay.png", plots.png(
         plots.overlay_plot("validation loss, every experiment", rep["histories"])), root=dest)
-    with safefs.folder(dest, ("report_files",)) as fd:  # an earlier report's figures must go
+    with safefs.folder(dest, (layout.REPORT_FILES,)) as fd:  # an earlier report's figures must go
         for old in os.listdir(fd):
             if old.endswith(".png"):
                 safefs.remove(fd, old)
     md_images: dict[str, list[tuple[str, str]]] = {}
     for section, items in rep["figs"].items():
         for i, (name, caption, data) in enumerate(items):
-            path = dest / "report_files" / f"{section}-{i:02d}-{plots.slug(name)}.png"
+            path = layout.report_files(dest) / f"{section}-{i:02d}-{plots.slug(name)}.png"
             store.write_bytes_atomic(path, data, root=dest)
-            md_images.setdefault(section, []).append((caption, f"report_files/{path.name}"))
+            md_images.setdefault(section, []).append((caption, f"{layout.REPORT_FILES}/{path.name}"))
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(
         (resources.files("mlplab") / "templates" / "report.html.j2").read_text())
@@ -290,8 +143,8 @@ def _write_files(dest: Path, rep: dict) -> None:
     created = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     html = template.render(rep=rep, figs=b64, table_html=Markup(html_table(rep["table"])),
                            out=printable(dest), created=created)
-    store.write_text_atomic(dest / "report.html", html, root=dest)
-    store.write_text_atomic(dest / "report.md", _markdown(rep, md_images, created), root=dest)
+    store.write_text_atomic(layout.report_html(dest), html, root=dest)
+    store.write_text_atomic(layout.report_md(dest), _markdown(rep, md_images, created), root=dest)
 
 
 def _markdown(rep: dict, images: dict[str, list[tuple[str, str]]], created: str) -> str:

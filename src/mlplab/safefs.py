@@ -21,6 +21,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import layout
 from .errors import UserError
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -178,7 +179,7 @@ def remove_temporaries(dir_fd: int, any_pid: bool = False) -> list[str]:
     return gone
 
 
-FOLDERS = ("runs", "checkpoints", "plots", "report_files")  # the rest of what mlplab writes: files
+FOLDERS = (*layout.OUT_FOLDERS, *layout.REPORT_FOLDERS)  # the rest of what mlplab writes: files
 
 
 def refuse_links(root: Path | str, names: tuple[str, ...], inside: tuple[str, ...] = ()) -> None:

@@ -24,41 +24,28 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from . import safefs
+from . import layout, safefs
 from .config import RunConfig
 from .errors import UserError, sqlite_kind
+from .layout import OUT_FOLDERS, OUT_NAMES
+from .records import COLUMNS, HISTORY_FIELDS, RESULT_FIELDS, RunRecord
 from .safetext import csv_cell, printable
 from .storedb import SCHEMA, connect, read_db  # noqa: F401  (re-exported)
 
 log = logging.getLogger("mlplab")
 
-HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-RESULT_FIELDS = ("run_id", "experiment", "architecture", "params", "seed", "epochs_run",
-                 "best_epoch", "val_loss", "val_acc", "test_loss", "test_acc", "train_seconds",
-                 "status")
-# Scalar columns of `runs` a user may filter or sort on (mlplab runs --where/--sort).
-COLUMNS = ("run_id", "experiment", "architecture", "params", "seed", "epochs_run", "best_epoch",
-           "val_loss", "val_acc", "test_loss", "test_acc", "train_seconds", "status", "device",
-           "finished_at")
+__all__ = ["COLUMNS", "HISTORY_FIELDS", "RESULT_FIELDS", "SCHEMA", "connect", "read_db"]
 
 
 def prepare_out(out: str | Path) -> Path:
     """Check OUT can be a results folder (validated before anything is trained)."""
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+        raise UserError(f"out {out}: exists and is not a folder")
     return path
 
 
-def run_dir(out: Path, run_id: str) -> Path:
-    return Path(out) / "runs" / run_id
-
-
-# What a run writes directly in OUT, and the folders whose entries it writes: a link at any of
-# them stops a run before it trains (safefs refuses it at the write too).
-OUT_NAMES = ("mlplab.db", "mlplab.db-wal", "mlplab.db-shm", "mlplab.db-journal", "results.csv",
-             "search.json", "report.html", "report.md", "plots", "report_files")
-OUT_FOLDERS = ("runs", "checkpoints")
+run_dir = layout.run  # OUT/runs/<run_id>
 
 
 def open_store(out: str | Path) -> sqlite3.Connection:
@@ -70,25 +57,25 @@ def open_store(out: str | Path) -> sqlite3.Connection:
     safefs.refuse_links(out, OUT_NAMES, OUT_FOLDERS)
     with safefs.folder(out) as fd:
         safefs.remove_temporaries(fd)  # results.csv, search.json, … of a killed process
-    with safefs.folder(out, ("runs",)) as fd:
+    with safefs.folder(out, (layout.RUNS,)) as fd:
         db = connect(out)
         safefs.remove_temporaries(fd, any_pid=True)  # the caller holds OUT's lock
-        if os.path.isdir(out / "checkpoints"):
-            with safefs.folder(out, ("checkpoints",)) as ck:
+        if os.path.isdir(layout.checkpoints(out)):
+            with safefs.folder(out, (layout.CHECKPOINTS,)) as ck:
                 safefs.remove_temporaries(ck, any_pid=True)
             with contextlib.suppress(OSError):
-                os.rmdir(out / "checkpoints")  # only when nothing is left in it
+                os.rmdir(layout.checkpoints(out))  # only when nothing is left in it
         known = finished_ids(db)
         for name in sorted(os.listdir(fd)):
             if name not in known and not name.startswith("."):
-                _import(db, out / "runs" / name)
+                _import(db, layout.run(out, name))
     return db
 
 
 def _import(db: sqlite3.Connection, folder: Path) -> None:
     """Import a complete run folder that missed the database; a damaged one is skipped with a
     warning (it is trained again if the suite asks for it), never blocking the others."""
-    if not folder.is_dir() or not (folder / "metrics.json").is_file():
+    if not folder.is_dir() or not (folder / layout.METRICS).is_file():
         return  # not a finished run: it is trained again, and its folder replaced then
     try:
         run = read_run(folder)
@@ -138,10 +125,10 @@ def commit_run(db: sqlite3.Connection, out: Path, cfg: RunConfig, history: list[
     """Write a finished run's folder atomically, then its database rows in one transaction. A
     failed insert (a value SQLite cannot hold, a full disk) removes the folder again: a folder
     without its row never blocks a later run."""
-    final = run_dir(out, cfg.run_id)
+    final = layout.run(out, cfg.run_id)
     metrics = {**metrics, "finished_at": time.time()}
     tmp = f".{cfg.run_id}.tmp{os.getpid()}"
-    with safefs.folder(out, ("runs",)) as runs:
+    with safefs.folder(out, (layout.RUNS,)) as runs:
         safefs.remove(runs, tmp)
         try:
             os.mkdir(tmp, dir_fd=runs)
@@ -169,13 +156,13 @@ def _write_run_folder(fd: int, tmp: Path, cfg: RunConfig, history: list[dict], m
     def put(name: str, data: bytes) -> None:
         safefs.write_new(fd, name, data, tmp / name)
 
-    put("config.json", (json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n").encode())
-    put("history.csv", _csv_text(history, HISTORY_FIELDS).encode())
-    put("weights.safetensors", save({k: v.contiguous() for k, v in state.items()},
+    put(layout.CONFIG, (json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n").encode())
+    put(layout.HISTORY, _csv_text(history, HISTORY_FIELDS).encode())
+    put(layout.WEIGHTS, save({k: v.contiguous() for k, v in state.items()},
                                     metadata={"run_id": cfg.run_id}))
     for name, tensors in (extra or {}).items():
         put(f"{name}.safetensors", save({k: v.contiguous() for k, v in tensors.items()}))
-    put("metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())  # last: it marks a finished run
+    put(layout.METRICS, (json.dumps(metrics, indent=2) + "\n").encode())  # last: it marks a finished run
 
 
 def _insert(db: sqlite3.Connection, cfg: RunConfig, history: list[dict], metrics: dict) -> None:
@@ -193,9 +180,9 @@ def _insert(db: sqlite3.Connection, cfg: RunConfig, history: list[dict], metrics
 def read_run(folder: Path) -> dict:
     """config, history rows and metrics of a stored run folder (weights are separate)."""
     try:
-        cfg = RunConfig.model_validate_json((folder / "config.json").read_text())
-        metrics = json.loads((folder / "metrics.json").read_text())
-        with open(folder / "history.csv", newline="") as f:
+        cfg = RunConfig.model_validate_json((folder / layout.CONFIG).read_text())
+        metrics = json.loads((folder / layout.METRICS).read_text())
+        with open(folder / layout.HISTORY, newline="") as f:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: not a complete mlplab run folder ({e})") from None
@@ -211,7 +198,8 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def rows(db: sqlite3.Connection, run_ids: list[str] | None = None) -> list[dict]:
-    """results rows (dicts with COLUMNS + config + metrics), in finishing order or run_ids order."""
+    """The `runs` table's rows as dicts (COLUMNS + config and metrics as JSON text), in finishing
+    order or run_ids order: what the driver needs (status, epochs). Results read `snapshot`."""
     found = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY finished_at, run_id")]
     if run_ids is None:
         return found
@@ -219,18 +207,18 @@ def rows(db: sqlite3.Connection, run_ids: list[str] | None = None) -> list[dict]
     return [by_id[i] for i in run_ids if i in by_id]
 
 
-def snapshot(out: str | Path, run_ids: list[str] | None = None) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Rows and per-run histories read in ONE read transaction: a consistent picture while a
-    run is committing (WAL readers see the database as of their transaction's start)."""
+def snapshot(out: str | Path, run_ids: list[str] | None = None) -> list[RunRecord]:
+    """OUT's runs as records, each with its history, read in ONE read transaction: a consistent
+    picture while a run is committing (WAL readers see the database as of their transaction's
+    start)."""
     db = read_db(out)
     try:
         db.execute("BEGIN")
-        found = rows(db, run_ids)
-        hist = {r["run_id"]: history(db, r["run_id"]) for r in found}
+        found = [RunRecord.from_row(r, history(db, r["run_id"])) for r in rows(db, run_ids)]
         db.execute("COMMIT")
     finally:
         db.close()
-    return found, hist
+    return found
 
 
 def history(db: sqlite3.Connection, run_id: str) -> list[dict]:
@@ -239,15 +227,15 @@ def history(db: sqlite3.Connection, run_id: str) -> list[dict]:
 
 
 def write_results(out: Path, result_rows: list[dict]) -> Path:
-    path = Path(out) / "results.csv"
+    path = layout.results_csv(out)
     write_text_atomic(path, _csv_text(result_rows, RESULT_FIELDS), root=Path(out))
     return path
 
 
-def query(db: sqlite3.Connection, where: tuple[str, ...] = (), sort: str | None = None) -> list[dict]:
+def query(db: sqlite3.Connection, where: tuple[str, ...] = (), sort: str | None = None) -> list[RunRecord]:
     """Runs filtered by `key=value` pairs on COLUMNS or config keys, sorted by a column
     ('-col' for descending)."""
-    result = rows(db)
+    result = [RunRecord.from_row(r) for r in rows(db)]
     for cond in where:
         key, sep, value = cond.partition("=")
         if not sep:
@@ -255,22 +243,20 @@ def query(db: sqlite3.Connection, where: tuple[str, ...] = (), sort: str | None 
         if key not in COLUMNS and key not in RunConfig.model_fields:
             raise UserError(f"--where: unknown key {key!r}; allowed: {', '.join(COLUMNS)} "
                             "or any config key")
-        result = [r for r in result if _value(r, key) == value]
+        result = [r for r in result if _text(r.value(key)) == value]
     if sort:
         key = sort.lstrip("-")
         if key not in COLUMNS and key not in RunConfig.model_fields:
             raise UserError(f"--sort: unknown key {key!r}; allowed: {', '.join(COLUMNS)}")
-        result.sort(key=lambda r: _sortable(r, key), reverse=sort.startswith("-"))
+        result.sort(key=lambda r: _sortable(r.value(key)), reverse=sort.startswith("-"))
     return result
 
 
-def _value(row: dict, key: str) -> str:
-    v = row[key] if key in COLUMNS else json.loads(row["config"]).get(key)
+def _text(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def _sortable(row: dict, key: str):
-    v = row[key] if key in COLUMNS else json.loads(row["config"]).get(key)
+def _sortable(v):
     if v is None:
         return (2, 0)
     if isinstance(v, int | float):  # numbers before text; a list (per-layer stddevs) as its JSON

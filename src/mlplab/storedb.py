@@ -11,7 +11,7 @@ import sqlite3
 import urllib.parse
 from pathlib import Path
 
-from . import safefs
+from . import layout, safefs
 from .errors import UserError, sqlite_kind, sqlite_message
 
 SCHEMA = """
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 
 def connect(out: Path) -> sqlite3.Connection:
     """The writer's connection (creates the store): WAL, one writer."""
-    path = Path(out) / "mlplab.db"
+    path = layout.db(out)
     try:
         db = sqlite3.connect(path, timeout=30)
         db.row_factory = sqlite3.Row
@@ -51,7 +51,7 @@ def _store_error(e: sqlite3.DatabaseError, path: Path) -> Exception:
         return UserError(f"{path} is an SQLite database but not an mlplab store ({e})")
     if kind in ("corrupt", "other") and not _healthy(path):
         return UserError(f"{path} is not a readable mlplab store ({e}); every finished run is also "
-                         f"in {path.parent / 'runs'}/: move mlplab.db aside and run again to "
+                         f"in {layout.runs(path.parent)}/: move {layout.DB} aside and run again to "
                          "rebuild it from them")
     return UserError(sqlite_message(e, path))
 
@@ -77,11 +77,11 @@ def _ro_uri(path: Path, immutable: bool) -> str:
 def read_db(out: str | Path) -> sqlite3.Connection:
     """Open an existing store for reading (reports, queries): read-only, so a query never
     writes, and immutable where the folder cannot be written (read-only media)."""
-    path = Path(out) / "mlplab.db"
+    path = layout.db(out)
     if os.path.islink(path):
         raise safefs.link_error(path)
     if not path.is_file():
-        raise UserError(f"{out}: no mlplab.db here; run `mlplab run SUITE --out {out}` first")
+        raise UserError(f"{out}: no {layout.DB} here; run `mlplab run SUITE --out {out}` first")
     immutable = not os.access(path.parent, os.W_OK)
     try:
         db = sqlite3.connect(_ro_uri(path, immutable), uri=True, timeout=30)

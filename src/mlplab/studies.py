@@ -11,19 +11,19 @@ folders (same configuration and seed, the same run id) counts once, from the fir
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from . import compare, store
 from .errors import UserError
 from .inputs import check_path
+from .records import RunRecord
 
 
 @dataclass
 class Study:
-    rows: list[dict]  # the selected runs: "experiment" = the name over all folders, "folder" = label
-    hist: dict[str, list[dict]]  # run id -> per-epoch rows
+    runs: list[RunRecord]  # the selected runs: experiment = the name over all folders, folder = label
     where: dict[str, Path]  # run id -> its folder
     folders: list[Path]
     labels: dict[Path, str]  # folder -> how the "folder" column names it
@@ -53,22 +53,16 @@ def labels(paths: list[Path]) -> dict[Path, str]:
 def read(paths: list[Path], run_ids: list[str] | None = None) -> Study:
     """The runs of these folders (only `run_ids` where given, in that order), named over all."""
     label = labels(paths)
-    every: list[dict] = []
-    hist: dict[str, list[dict]] = {}
+    every: list[RunRecord] = []
     where: dict[str, Path] = {}
     for folder in paths:
-        rows, h = store.snapshot(folder)  # UserError: no store there
-        for r in rows:
-            if r["run_id"] not in where:  # a run in two folders: the first folder's copy
-                where[r["run_id"]] = folder
-                hist[r["run_id"]] = h[r["run_id"]]
-                every.append({**r, "folder": label[folder]})
-    names = {i: e["experiment"] for e in compare.comparison(every) for i in e["run_ids"]}
-    for r in every:
-        r["experiment"] = names[r["run_id"]]
+        for r in store.snapshot(folder):  # UserError: no store there
+            if r.run_id not in where:  # a run in two folders: the first folder's copy
+                where[r.run_id] = folder
+                every.append(replace(r, folder=label[folder]))
+    names = {i: e.experiment for e in compare.comparison(every) for i in e.run_ids}
+    every = [replace(r, experiment=names[r.run_id]) for r in every]
     if run_ids is not None:
-        by_id = {r["run_id"]: r for r in every}
+        by_id = {r.run_id: r for r in every}
         every = [by_id[i] for i in dict.fromkeys(run_ids) if i in by_id]
-    keep = {r["run_id"] for r in every}
-    return Study(every, {i: h for i, h in hist.items() if i in keep},
-                 {i: f for i, f in where.items() if i in keep}, paths, label)
+    return Study(every, {r.run_id: where[r.run_id] for r in every}, paths, label)

@@ -12,34 +12,24 @@ Parquet file is rewritten whole, atomically.
 from __future__ import annotations
 
 import io
-import json
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from . import store
+from . import records, store, tracking_mlflow
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .api import Results
-
-# store name -> exported name. Per epoch (MLflow: step = epoch); the final metrics of a run get
-# names of their own, so that a metric's history holds exactly one value per epoch.
-EPOCH_METRICS = {"train_loss": "train_loss", "train_acc": "train_acc", "val_loss": "val_loss",
-                 "val_acc": "val_acc", "lr": "lr", "seconds": "epoch_seconds"}
-FINAL_METRICS = {"test_acc": "test_acc", "test_loss": "test_loss", "val_acc": "final_val_acc",
-                 "val_loss": "final_val_loss", "best_epoch": "best_epoch", "epochs_run": "epochs_run",
-                 "train_seconds": "train_seconds", "params": "param_count"}
+from .exported import EPOCH_METRICS, FINAL_METRICS, flat_config, missing_extra  # noqa: F401
+from .records import RunRecord
 
 
-def export_runs(results: Results, to: str, dest: str | Path | None = None, *,
-                tracking_uri: str | None = None, experiment: str | None = None) -> dict:
-    """Export every run of `results` `to` "mlflow", "tensorboard" (dest: a folder) or "parquet"
-    (dest: a file). MLflow: tracking_uri (default: MLflow's own, MLFLOW_TRACKING_URI or
-    sqlite:///mlflow.db) and experiment (default: results.name). Returns what was done: to,
-    where, exported, skipped (already there) and, for MLflow, experiment_id and parent_run_id."""
+def export_runs(runs: list[RunRecord], to: str, dest: str | Path | None = None, *, folder: Path,
+                name: str, tracking_uri: str | None = None, experiment: str | None = None) -> dict:
+    """Export `runs` (a Results' records; `folder`: their results folder, `name`: the Results'
+    name) `to` "mlflow", "tensorboard" (dest: a folder) or "parquet" (dest: a file). MLflow:
+    tracking_uri (default: MLflow's own, MLFLOW_TRACKING_URI or sqlite:///mlflow.db) and
+    experiment (default: name). Returns what was done: to, where, exported, skipped (already
+    there) and, for MLflow, experiment_id and parent_run_id."""
     if to not in EXPORTERS:
         raise UserError(f"--to {to!r}: not a target; allowed: {', '.join(EXPORTERS)}")
     if to == "mlflow" and dest is not None:
@@ -51,47 +41,16 @@ def export_runs(results: Results, to: str, dest: str | Path | None = None, *,
                             "to write")
         if tracking_uri is not None or experiment is not None:
             raise UserError("--tracking-uri and --experiment are for --to mlflow")
-    runs = run_records(results)
     if not runs:
-        raise UserError(f"{results.out}: no runs to export")
-    return EXPORTERS[to](runs, results, dest, tracking_uri=tracking_uri, experiment=experiment)
-
-
-def run_records(results: Results) -> list[dict]:
-    """One dict per run: run_id, name (the configuration's name as in `table()`), seed, status,
-    pruned_at, config (as stored), final (store columns), history (one dict per epoch),
-    finished_at, device."""
-    names = {i: e["experiment"] for e in results._comparison() for i in e["run_ids"]}
-    recs = []
-    for row in results._rows:
-        rid = row["run_id"]
-        recs.append({"run_id": rid, "name": names.get(rid, row["experiment"]), "seed": row["seed"],
-                     "status": row["status"], "config": json.loads(row["config"]),
-                     "pruned_at": row["epochs_run"] if row["status"] == "pruned" else None,
-                     "final": {k: row[k] for k in FINAL_METRICS}, "history": results._hist.get(rid, []),
-                     "finished_at": row["finished_at"], "device": row["device"]})
-    return recs
-
-
-def flat_config(config: dict, prefix: str = "") -> dict[str, Any]:
-    """Config fields as flat scalars: nested tables as `a.b`, lists as JSON text, None as
-    "None" (MLflow params and TensorBoard hparams take text, numbers and bools only)."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(flat_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = (json.dumps(v) if isinstance(v, list | tuple)
-                                   else "None" if v is None else v)
-    return out
-
-
-def missing_extra(what: str, extra: str, module: str) -> UserError:
-    return UserError(f"export to {what} needs the {module} package: pip install 'mlplab[{extra}]'")
+        raise UserError(f"{folder}: no runs to export")
+    if to == "mlflow":
+        return tracking_mlflow.export(runs, experiment=name if experiment is None else experiment,
+                                      folder=Path(folder).resolve(), tracking_uri=tracking_uri)
+    return EXPORTERS[to](runs, dest)
 
 
 # --- Parquet ---------------------------------------------------------------------------------
-def _parquet(runs: list[dict], results: Results, dest, **_) -> dict:
+def _parquet(runs: list[RunRecord], dest) -> dict:
     """The per-epoch long table: Results.history() (run_id, experiment, seed, epoch, metrics)
     with each run's status, architecture, params and config columns (`config.lr` for the
     configured learning rate: `lr` is the epoch's), written atomically."""
@@ -102,8 +61,8 @@ def _parquet(runs: list[dict], results: Results, dest, **_) -> dict:
     path = Path(dest)
     if path.is_dir():
         raise UserError(f"--to parquet {dest}: is a folder; give a file name (runs.parquet)")
-    runs_df, hist = results.to_pandas(), results.history()
-    config_cols = [c for c in runs_df.columns if c not in store.COLUMNS]
+    runs_df, hist = records.run_frame(runs), records.history_frame(runs)
+    config_cols = [c for c in runs_df.columns if c not in records.COLUMNS]
     # a config field named like a history column (lr: the base rate; the history's lr is the
     # epoch's rate after the schedule) keeps its name under "config."
     runs_df = runs_df.rename(columns={c: f"config.{c}" for c in config_cols if c in hist.columns})
@@ -134,7 +93,7 @@ def _tensorboard_writer() -> tuple[type, Callable]:
     return SummaryWriter, hparams
 
 
-def _tensorboard(runs: list[dict], results: Results, dest, **_) -> dict:
+def _tensorboard(runs: list[RunRecord], dest) -> dict:
     """One folder per run, DEST/<configuration>/seed<N>-<run_id>: every per-epoch metric as a
     scalar (step = epoch), the final metrics as `final/...` scalars at the last epoch, and the
     run's config as an hparams session (TensorBoard's HPARAMS tab). A run whose folder exists
@@ -145,9 +104,9 @@ def _tensorboard(runs: list[dict], results: Results, dest, **_) -> dict:
     if root.exists() and not root.is_dir():
         raise UserError(f"--to tensorboard {dest}: exists and is not a folder")
     done = {p.name.rsplit("-", 1)[-1] for p in root.glob("*/seed*-*") if p.is_dir()}
-    todo = [r for r in runs if r["run_id"] not in done]
+    todo = [r for r in runs if r.run_id not in done]
     for r in todo:
-        final = root / safe_name(r["name"]) / f"seed{r['seed']}-{r['run_id']}"
+        final = root / safe_name(r.experiment) / f"seed{r.seed}-{r.run_id}"
         tmp = final.with_name(f".{final.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -160,20 +119,20 @@ def _tensorboard(runs: list[dict], results: Results, dest, **_) -> dict:
             "skipped": len(runs) - len(todo)}
 
 
-def _write_tensorboard_run(writer_cls: type, hparams: Callable, folder: Path, r: dict) -> None:
+def _write_tensorboard_run(writer_cls: type, hparams: Callable, folder: Path, r: RunRecord) -> None:
     w = writer_cls(str(folder))
     try:
-        for h in r["history"]:
+        for h in r.history:
             for src, key in EPOCH_METRICS.items():
                 if h.get(src) is not None:
                     w.add_scalar(key, float(h[src]), int(h["epoch"]))
-        last = int(r["final"]["epochs_run"] or len(r["history"]))
-        finals = {f"final/{key}": float(r["final"][src]) for src, key in FINAL_METRICS.items()
-                  if r["final"][src] is not None}
+        last = int(r.epochs_run or len(r.history))
+        finals = {f"final/{key}": float(getattr(r, src)) for src, key in FINAL_METRICS.items()
+                  if getattr(r, src) is not None}
         for tag, value in finals.items():
             w.add_scalar(tag, value, last)
-        tags = {"mlplab.run_id": r["run_id"], "mlplab.status": r["status"]}
-        _, start, end = hparams({**flat_config(r["config"]), **tags}, finals)
+        tags = {"mlplab.run_id": r.run_id, "mlplab.status": r.status}
+        _, start, end = hparams({**flat_config(dict(r.settings)), **tags}, finals)
         w._get_file_writer().add_summary(start)
         w._get_file_writer().add_summary(end)
     finally:
@@ -186,12 +145,5 @@ def safe_name(name: str) -> str:
     return s or "run"
 
 
-def _mlflow(runs: list[dict], results: Results, dest, *, tracking_uri=None, experiment=None) -> dict:
-    from .tracking_mlflow import export
-
-    return export(runs, experiment=results.name if experiment is None else experiment,
-                  folder=Path(results.out).resolve(), tracking_uri=tracking_uri)
-
-
-EXPORTERS: dict[str, Callable[..., dict]] = {"mlflow": _mlflow, "tensorboard": _tensorboard,
-                                             "parquet": _parquet}
+EXPORTERS: dict[str, Callable[..., dict] | None] = {"mlflow": None, "tensorboard": _tensorboard,
+                                                    "parquet": _parquet}  # mlflow: tracking_mlflow

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .tracking import EPOCH_METRICS, FINAL_METRICS, flat_config, missing_extra
+from .exported import EPOCH_METRICS, FINAL_METRICS, flat_config, missing_extra
+from .records import RunRecord
 
 MAX_EXPERIMENT_NAME = 500  # MLflow's limit (mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH)
 PAGE = 1000
@@ -39,8 +40,8 @@ def _telemetry_off():
             os.environ.pop("MLFLOW_DISABLE_TELEMETRY", None)
 
 
-def export(runs: list[dict], *, experiment: str, folder: Path, tracking_uri: str | None) -> dict:
-    """Write `runs` (tracking.run_records) to MLflow; what was done (see tracking.export_runs)."""
+def export(runs: list[RunRecord], *, experiment: str, folder: Path, tracking_uri: str | None) -> dict:
+    """Write `runs` to MLflow; what was done (see tracking.export_runs)."""
     if not experiment.strip() or len(experiment) > MAX_EXPERIMENT_NAME:
         raise UserError(f"--experiment: an MLflow experiment name is 1 to {MAX_EXPERIMENT_NAME} "
                         f"characters, got {len(experiment.strip())}")
@@ -61,17 +62,17 @@ def export(runs: list[dict], *, experiment: str, folder: Path, tracking_uri: str
                             "pip install 'mlplab[mlflow]'") from None
 
 
-def _export(client, runs: list[dict], name: str, folder: Path) -> dict:
+def _export(client, runs: list[RunRecord], name: str, folder: Path) -> dict:
     exp_id = _experiment(client, name)
     existing, parent = _existing(client, exp_id, str(folder))
-    todo = [r for r in runs if r["run_id"] not in existing]
+    todo = [r for r in runs if r.run_id not in existing]
     if parent is None and todo:  # (none when every run is there already, from another folder)
         parent = client.create_run(exp_id, run_name=name, start_time=_ms(min(_start(r) for r in runs)),
                                    tags={"mlplab.folder": str(folder), "mlplab.role": "suite"}).info
     for r in todo:
         _log_run(client, exp_id, parent.run_id, str(folder), r)
     if todo:
-        end = max([_ms(r["finished_at"] or time.time()) for r in runs] + [parent.end_time or 0])
+        end = max([_ms(r.finished_at or time.time()) for r in runs] + [parent.end_time or 0])
         client.set_terminated(parent.run_id, "FINISHED", end_time=end)
     return {"to": "mlflow", "where": client.tracking_uri, "experiment": name, "experiment_id": exp_id,
             "parent_run_id": parent and parent.run_id, "exported": len(todo),
@@ -108,35 +109,35 @@ def _existing(client, exp_id: str, folder: str):
             return found, parent
 
 
-def _log_run(client, exp_id: str, parent_id: str, folder: str, r: dict) -> None:
+def _log_run(client, exp_id: str, parent_id: str, folder: str, r: RunRecord) -> None:
     from mlflow.entities import Metric, Param
 
-    tags = {"mlflow.parentRunId": parent_id, "mlplab.run_id": r["run_id"], "mlplab.status": r["status"],
-            "mlplab.seed": str(r["seed"]), "mlplab.experiment": r["name"], "mlplab.folder": folder,
-            "mlplab.device": str(r["device"])}
-    if r["pruned_at"] is not None:
-        tags["mlplab.pruned_at"] = str(r["pruned_at"])
+    tags = {"mlflow.parentRunId": parent_id, "mlplab.run_id": r.run_id, "mlplab.status": r.status,
+            "mlplab.seed": str(r.seed), "mlplab.experiment": r.experiment, "mlplab.folder": folder,
+            "mlplab.device": str(r.device)}
+    if r.pruned_at is not None:
+        tags["mlplab.pruned_at"] = str(r.pruned_at)
     start = _start(r)
-    run = client.create_run(exp_id, run_name=f"{r['name']} seed {r['seed']}", start_time=_ms(start),
+    run = client.create_run(exp_id, run_name=f"{r.experiment} seed {r.seed}", start_time=_ms(start),
                             tags=tags)
     metrics, t = [], start
-    for h in r["history"]:  # timestamps: the run's start plus each epoch's own duration
+    for h in r.history:  # timestamps: the run's start plus each epoch's own duration
         t += h.get("seconds") or 0.0
         metrics += [Metric(key, float(h[src]), _ms(t), int(h["epoch"]))
                     for src, key in EPOCH_METRICS.items() if h.get(src) is not None]
-    end = _ms(r["finished_at"] or t)
-    last = int(r["final"]["epochs_run"] or len(r["history"]))
-    metrics += [Metric(key, float(r["final"][src]), end, last)
-                for src, key in FINAL_METRICS.items() if r["final"][src] is not None]
+    end = _ms(r.finished_at or t)
+    last = int(r.epochs_run or len(r.history))
+    metrics += [Metric(key, float(getattr(r, src)), end, last)
+                for src, key in FINAL_METRICS.items() if getattr(r, src) is not None]
     limit = _param_limit()
-    params = [Param(k, _cut(str(v), limit)) for k, v in flat_config(r["config"]).items()]
+    params = [Param(k, _cut(str(v), limit)) for k, v in flat_config(dict(r.settings)).items()]
     client.log_batch(run.info.run_id, metrics=metrics, params=params)  # MLflow splits big batches
     client.set_terminated(run.info.run_id, "FINISHED", end_time=end)
 
 
-def _start(r: dict) -> float:
+def _start(r: RunRecord) -> float:
     """When a run started: finished_at less its (group's) training time."""
-    return (r["finished_at"] or time.time()) - (r["final"]["train_seconds"] or 0.0)
+    return (r.finished_at or time.time()) - (r.train_seconds or 0.0)
 
 
 def _ms(seconds: float) -> int:

@@ -3,37 +3,38 @@ config, metrics and history, and a model that predicts, exports and draws its co
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
-from . import plots, report, store
+from . import layout, plots, store
 from .config import RunConfig
 from .errors import UserError
+from .evaluate import logits
+from .figures import class_names
+from .inputs import check_path
+from .predict import export, load_model, prepare
+from .records import HISTORY_FIELDS, RunRecord
 from .showing import adopt
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
     from matplotlib.figure import Figure
-
-    from .api import Results
 
 
 class Run:
     """One trained run: its config, metrics, history, and a model that predicts and exports."""
 
-    def __init__(self, results: Results, row: dict, out: Path):
-        self._results = results  # keeps a temporary folder alive
-        self._row = row
-        self.run_id: str = row["run_id"]
-        self.experiment: str = row["experiment"]  # its configuration's name, as in Results.table()
-        self.folder = store.run_dir(out, self.run_id)
-        self.config = RunConfig.model_validate_json(row["config"])
-        self.metrics: dict[str, Any] = {**{k: row[k] for k in store.COLUMNS},
-                                        **json.loads(row["metrics"])}
+    def __init__(self, record: RunRecord, out: Path, owner: object = None):
+        self._owner = owner  # what keeps a temporary results folder alive (its Results)
+        self.record = record
+        self.run_id: str = record.run_id
+        self.experiment: str = record.experiment  # its configuration's name, as in Results.table()
+        self.folder = layout.run(out, self.run_id)
+        self.config: RunConfig = record.config
+        self.metrics: dict[str, Any] = {**record.columns(), **record.metrics}
         self._model = None
 
     def __repr__(self) -> str:
@@ -45,8 +46,7 @@ class Run:
         """Per-epoch metrics of this run (as Keras' History.history, one row per epoch)."""
         import pandas as pd
 
-        return pd.DataFrame.from_records(self._results._hist[self.run_id],
-                                         columns=list(store.HISTORY_FIELDS))
+        return pd.DataFrame.from_records(list(self.record.history), columns=list(HISTORY_FIELDS))
 
     def model(self) -> torch.nn.Sequential:
         """The trained network as a plain torch.nn.Sequential in eval mode, taking float pixels
@@ -61,11 +61,6 @@ class Run:
         MNIST form (digit light on dark, cropped, 20 px, centred in 28×28). `preprocess`: None
         (default) applies MNIST form unless the images already are 28×28 with a dark border
         (MNIST data, kept as it is); True always; False never."""
-        import torch
-
-        from .evaluate import logits
-        from .predict import prepare
-
         x = prepare(images, self._stacked().widths[0], preprocess)[1]
         z = logits(self._stacked(), torch.from_numpy(x))[0]
         return torch.softmax(z, -1).numpy()
@@ -77,9 +72,6 @@ class Run:
     def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
         """Write a standalone model (float pixels [N, 784] in [0, 1] -> logits): `onnx` or
         `torchscript`; default path: the run folder. Returns the path written."""
-        from .inputs import check_path
-        from .predict import export
-
         path = check_path(path, "path")
         return export(self.folder, format, Path(path) if path else None, params=("format", "path"))
 
@@ -91,7 +83,7 @@ class Run:
 
     def plot_errors(self) -> Figure:
         """Misclassified test digits (true → predicted), as stored when the run finished."""
-        path = self.folder / "errors.safetensors"
+        path = self.folder / layout.ERRORS
         if not path.is_file():
             raise UserError(f"{self.folder}: no misclassified digits were stored for this run")
         g = store.read_tensors(path)
@@ -101,10 +93,8 @@ class Run:
 
     def _stacked(self):
         if self._model is None:
-            from .predict import load_model
-
             self._model = load_model(self.folder)[1]
         return self._model
 
     def _classes(self) -> tuple[str, ...]:
-        return report.class_names([self._row])
+        return class_names(self.record)
