@@ -23,7 +23,7 @@ import torch
 from .config import RunConfig
 from .group import Group
 from .model import StackedMLP
-from .optim import make_optimizer
+from .optim import Stacked, make_optimizer
 from .store import HISTORY_FIELDS
 
 FORMAT = 2  # 1: no configs in the header (still read: the group's own configs are checked)
@@ -94,7 +94,7 @@ class Fused:
 
     group: Group
     model: StackedMLP
-    opt: object  # optim.Stacked
+    opt: Stacked
     active: list[int]
     orders: list[torch.Generator]
     results: list[MemberResult]
