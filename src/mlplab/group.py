@@ -8,7 +8,7 @@ learning rate, weight decay, dropout rate, initializer, epochs, patience, ...)."
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from .config import SHARED, Augmentation, RunConfig
 
@@ -39,10 +39,12 @@ class GroupSettings:
 
     @classmethod
     def of(cls, cfg: RunConfig) -> GroupSettings:
-        return cls(*cfg.group_key())
+        return cls.named(cfg.group_key())
 
-
-assert tuple(f.name for f in fields(GroupSettings)) == SHARED, "GroupSettings must name SHARED"
+    @classmethod
+    def named(cls, key: tuple) -> GroupSettings:
+        """From a `group_key`, by name: a field missing on either side is a TypeError."""
+        return cls(**dict(zip(SHARED, key, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Group:
         key = self.cfgs[0].group_key()
         if any(c.group_key() != key for c in self.cfgs[1:]):
             raise ValueError("members of a group must share shapes and code path (group_key)")
-        object.__setattr__(self, "settings", GroupSettings(*key))
+        object.__setattr__(self, "settings", GroupSettings.named(key))
 
     @classmethod
     def of(cls, cfgs: Group | Iterable[RunConfig]) -> Group:
