@@ -6,11 +6,15 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from mlplab.checkpoint import read_meta
+from mlplab.fused import misfit
+from mlplab.group import Group
 from mlplab.suite import parse_suite
 from mlplab.sweep import run_suite
 
@@ -70,20 +74,15 @@ def test_kill_9_in_epoch_3_of_5_then_rerun_is_bit_identical(tmp_path, mnist):
 
 def _group_snapshot(cfgs, epoch=1):
     """(tensors, meta) as a group of `cfgs` would checkpoint them after `epoch`."""
-    from mlplab.checkpoint import snapshot
-    from mlplab.model import StackedMLP
-    from mlplab.optim import make_optimizer
-    from mlplab.train import MemberResult
+    from mlplab.fused import Fused
+    from mlplab.group import Group
 
-    model = StackedMLP(cfgs)
-    opt = make_optimizer(list(model.parameters()), cfgs)
-    results = [MemberResult(c) for c in cfgs]
-    for r in results:
+    fused = Fused.start(Group(tuple(cfgs)), torch.zeros(1, 784, dtype=torch.uint8), torch.device("cpu"))
+    for r in fused.results:
         r.history = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
                       "val_acc": 0.5, "lr": 1e-3, "seconds": 0.1} for e in range(1, epoch + 1)]
-    orders = [torch.Generator().manual_seed(c.seed) for c in cfgs]
-    return snapshot(model, opt, list(range(len(cfgs))), epoch, [c.run_id for c in cfgs], orders,
-                    results)
+    fused.epoch = epoch
+    return fused.state()
 
 
 TINY = {"seeds": 2, "defaults": {"train_size": 400, "epochs": 2},
@@ -96,9 +95,9 @@ def _not_fitting(tensors, meta):
     wrong = {**tensors, "model.w1": torch.zeros(2, 9, 10)}
     return {"a missing tensor": (missing, meta, "tensor model.w0 is missing"),
             "another shape": (wrong, meta, "model.w1 has shape [2, 9, 10]"),
-            "another version": (tensors, {**meta, "mlplab": "0.0.1"}, "written by mlplab 0.0.1"),
-            "no format (older)": (tensors, {k: v for k, v in meta.items() if k != "format"},
-                                  "checkpoint format 1")}
+            "a newer format": (tensors, {**meta, "format": 3, "mlplab": "9.0"}, "checkpoint format 3"),
+            "configs not its members'": (tensors, {**meta, "configs": meta["configs"][::-1]},
+                                         "its configurations are not its members'")}
 
 
 def test_checkpoints_that_do_not_fit_are_set_aside_with_one_line(tmp_path, caplog):
@@ -108,8 +107,13 @@ def test_checkpoints_that_do_not_fit_are_set_aside_with_one_line(tmp_path, caplo
     ids = [c.run_id for c in cfgs]
     tensors, meta = _group_snapshot(cfgs)
     ck = Checkpointer.for_group(tmp_path / "checkpoints", ids, 0)
+    fits = partial(misfit, group=Group(tuple(cfgs)))
     assert ck.save(tensors, meta) is None
-    assert ck.load(ids)[1]["epoch"] == 1  # a checkpoint that fits is resumed
+    assert ck.load(ids, fits)[1]["epoch"] == 1  # a checkpoint that fits is resumed
+    # another mlplab version, or format 1 (no configs in its header), fits all the same
+    older = {k: v for k, v in meta.items() if k not in ("format", "configs")}
+    for m in ({**meta, "mlplab": "0.0.1"}, older):
+        assert ck.save(tensors, m) is None and ck.load(ids, fits)[1]["epoch"] == 1
     cases = {**_not_fitting(tensors, meta),
              "another group's": (tensors, meta, "another group's"),
              "unreadable": (None, None, "unreadable")}
@@ -120,7 +124,7 @@ def test_checkpoints_that_do_not_fit_are_set_aside_with_one_line(tmp_path, caplo
             assert ck.save(t, m) is None, what
         caplog.clear()
         asked = list(reversed(ids)) if what == "another group's" else ids
-        assert ck.load(asked) is None, what
+        assert ck.load(asked, fits) is None, what
         assert not ck.path.exists() and ck.path.with_name(ck.path.name + ".bad").is_file(), what
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1 and why in lines[0] and "starts from its first epoch" in lines[0], \
@@ -156,3 +160,47 @@ def test_a_run_with_a_checkpoint_that_does_not_fit_trains_from_scratch(tmp_path,
     for run_id in a:
         assert a[run_id][0] == b[run_id][0]
         assert all(torch.equal(a[run_id][1][k], t) for k, t in b[run_id][1].items())
+
+
+def test_a_checkpoint_written_by_89f242a_resumes_bit_identical(tmp_path):
+    """tests/fixtures/checkpoint_89f242a.safetensors: format 1 (no configs, no version in its
+    header), two members paused after epoch 1 of 3 (fixtures/make_checkpoint_89f242a.py made it,
+    on the same arithmetic images). This version resumes it, and ends where a whole run ends."""
+    import shutil
+    from pathlib import Path
+
+    from mlplab.checkpoint import Checkpointer
+    from mlplab.train import train_group
+
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+    try:
+        from make_checkpoint_89f242a import configs, splits
+    finally:
+        sys.path.pop(0)
+    fixture = Path(__file__).parent / "fixtures" / "checkpoint_89f242a.safetensors"
+    assert "format" not in read_meta(fixture) and read_meta(fixture)["epoch"] == 1
+    ck = Checkpointer(tmp_path / "g.safetensors", every=float("inf"))
+    shutil.copy(fixture, ck.path)
+    events, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # as it was written: the same reduction order
+    try:
+        resumed = train_group(configs(), splits(), progress=events.append, checkpoint=ck)
+        whole = train_group(configs(), splits())
+    finally:
+        torch.set_num_threads(threads)
+    assert {"event": "log", "message": "resumed from the checkpoint after epoch 1",
+            "resumed": 1} in events
+    rows = lambda r: [{k: v for k, v in h.items() if k != "seconds"} for h in r.history]  # noqa: E731
+    # another CPU's float arithmetic (SIMD width) may round epoch 1 differently than the one
+    # that wrote the file: then the epochs after it can only agree closely, not to the last bit
+    same_cpu = [m["history"][0]["val_loss"] for m in read_meta(fixture)["members"]] == \
+               [r.history[0]["val_loss"] for r in whole]
+    for a, b in zip(resumed, whole, strict=True):
+        assert a.status == b.status and len(a.history) == 3  # (chance: the images are noise)
+        assert a.state.keys() == b.state.keys()
+        if same_cpu:
+            assert rows(a) == rows(b)
+            assert all(torch.equal(a.state[k], b.state[k]) for k in b.state)
+        else:
+            for x, y in zip(rows(a), rows(b), strict=True):
+                assert x == pytest.approx(y, rel=1e-3)

@@ -168,6 +168,16 @@ def test_overrides_and_unknown_suite(tmp_path):
         load_suite(str(bad))
 
 
+def test_group_settings_name_exactly_what_a_group_shares():
+    from dataclasses import fields
+
+    from mlplab.config import SHARED
+    from mlplab.group import GroupSettings
+
+    assert tuple(f.name for f in fields(GroupSettings)) == SHARED
+    assert GroupSettings.of(RunConfig(architecture="64")).widths == (784, 64, 10)
+
+
 def test_group_key_separates_shapes_not_hyperparameters():
     a = RunConfig(architecture="64", seed=0, lr=1e-3, dropout=0.0)
     assert a.group_key() == RunConfig(architecture="64", seed=5, lr=0.1, dropout=0.5,

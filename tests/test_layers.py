@@ -9,6 +9,7 @@ from torch import nn
 
 from mlplab import kernels
 from mlplab.config import RunConfig
+from mlplab.group import GroupSettings
 from mlplab.layers import LAYERS
 from mlplab.layers.base import walk_back
 from mlplab.model import StackedMLP
@@ -28,7 +29,7 @@ def _make(kind, cfgs, stacked=None):
     """A layer of `kind` (its registry example) for these members, float64, with its own
     tensors drawn per member, or `stacked` ones (per leaf in order: attribute -> [K, ...])."""
     cls = LAYERS[kind]
-    layer = cls(cls.example(W), cfgs[0].group_settings(), cfgs, torch.device("cpu"))
+    layer = cls(cls.example(W), GroupSettings.of(cfgs[0]), cfgs, torch.device("cpu"))
     for i, leaf in enumerate(layer.leaves()):
         if stacked is None:
             gens = [torch.Generator().manual_seed(100 + c.seed) for c in cfgs]

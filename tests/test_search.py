@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from mlplab import search
 from mlplab.checkpoint import Checkpointer
 from mlplab.config import RunConfig
+from mlplab.group import plan
+from mlplab.halving import Rung
 from mlplab.suite import parse_suite
-from mlplab.sweep import plan, run_suite
+from mlplab.sweep import run_suite
 from mlplab.train import train_group
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread everywhere: the same numbers
@@ -135,10 +137,10 @@ def test_a_pruned_member_leaves_without_changing_the_survivors(tmp_path, mnist_s
     base = {"architecture": "784-48-10", "epochs": 5, "batch_size": 100}
     cfgs = [RunConfig(**base, lr=lr, seed=s) for lr, s in ((1e-3, 0), (3e-3, 1), (1e-2, 2))]
     ck = Checkpointer(tmp_path / "g.safetensors", every=math.inf)
-    paused = train_group(cfgs, mnist_slice, checkpoint=ck, stop_at=2)
+    paused = train_group(cfgs, mnist_slice, checkpoint=ck, rung=Rung(2))
     assert [r.status for r in paused] == ["running"] * 3 and all(len(r.history) == 2 for r in paused)
     prune = {cfgs[1].run_id: 2}
-    done = train_group(cfgs, mnist_slice, checkpoint=ck, prune=prune)
+    done = train_group(cfgs, mnist_slice, checkpoint=ck, rung=Rung(prune=prune))
     assert [r.status for r in done] == ["finished", "pruned", "finished"]
     assert len(done[1].history) == 2 and [len(r.history) for r in (done[0], done[2])] == [5, 5]
     for i in (0, 2):  # each survivor trains exactly as it does alone

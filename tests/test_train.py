@@ -238,9 +238,9 @@ def test_dropout_seed_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    from mlplab.train import dropout_seed
+    from mlplab.fused import dropout_seed
 
-    code = "from mlplab.train import dropout_seed; print(dropout_seed([0, 1, 2]), dropout_seed([7]))"
+    code = "from mlplab.fused import dropout_seed; print(dropout_seed([0, 1, 2]), dropout_seed([7]))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={"PYTHONHASHSEED": str(h), "PATH": "/usr/bin"}).stdout for h in (1, 2)}
     assert outs == {f"{dropout_seed([0, 1, 2])} {dropout_seed([7])}\n"}

@@ -129,10 +129,10 @@ def quiet(name: str) -> Iterator[None]:
 def run_groups(numbered, device: str, data_dir: str | None, *, cluster: str | None = None,
                workers: int | None = None, threads: int | None = None,
                progress: Callable[[dict], None] | None = None,
-               client=None, security=None, checkpoints=None, stop_at: int | None = None,
-               prune: dict[str, int] | None = None, total: int | None = None) -> Iterator[tuple]:
+               client=None, security=None, checkpoints=None, rung=None,
+               total: int | None = None) -> Iterator[tuple]:
     """Submit every (plan index, group), yield (group, its list of `Trained`, or `Paused` at a
-    rung) as each returns. stop_at / prune: successive halving (see `train_group`); total: the
+    rung) as each returns. rung: successive halving (a `halving.Rung`); total: the
     plan's number of groups (for progress)."""
     from distributed import as_completed
 
@@ -151,11 +151,12 @@ def run_groups(numbered, device: str, data_dir: str | None, *, cluster: str | No
         client.subscribe_topic(TOPIC, lambda event: emit(event[1]))
         total = total or len(numbered)
         client.mlplab_running = (token, futures)  # what `disconnect` stops if we cannot
+        stop = rung.epoch if rung else None
         for gi, group in numbered:
             fut = client.submit(train_on_worker, token, list(group.cfgs), device, data_dir,
                                 WorkerProgress(gi, group.label, token), threads, checkpoints,
-                                stop_at=stop_at, prune=prune, resources=resources, pure=False,
-                                key=f"mlplab-group-{gi}-{stop_at or 'end'}-{group.cfgs[0].run_id}")
+                                rung=rung, resources=resources, pure=False,
+                                key=f"mlplab-group-{gi}-{stop or 'end'}-{group.cfgs[0].run_id}")
             futures[fut] = (gi, group)
         emit({"event": "log", "message": f"{len(futures)} groups submitted to "
               f"{client.scheduler.address} ({len(client.scheduler_info()['workers'])} workers)"})
@@ -168,7 +169,7 @@ def run_groups(numbered, device: str, data_dir: str | None, *, cluster: str | No
                                    f"{type(e).__name__}: {e}") from e
             if isinstance(trained, list):  # not paused at a rung: done
                 emit({"event": "group_done", "index": gi, "groups": total,
-                      "label": group.label, "epochs": max(c.epochs for c in group.cfgs)})
+                      "label": group.label, "epochs": group.epochs})
             yield group, trained
     except KeyboardInterrupt:
         client.mlplab_running = None  # a second Ctrl-C while we wait: out at once

@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import astuple
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StrictBool,
@@ -40,26 +38,29 @@ from .choices import (  # noqa: F401  (re-exported: the allowed values of a run'
     plain_value,
 )
 from .errors import UserError
-from .group import Augmentation, GroupSettings, group_settings  # noqa: F401  (re-exported)
-from .inputs import MAX_SEED, explain  # noqa: F401  (explain re-exported)
+from .inputs import MAX_SEED, Frozen, explain
+
+# What the members of a fused group share (shapes and code path), by RunConfig attribute: two
+# runs train fused exactly when these are equal (`group_key`; group.GroupSettings names them).
+SHARED = ("dataset", "validation", "val_size", "train_size", "widths", "activation", "norm",
+          "norm_position", "residual", "bn_momentum", "bn_epsilon", "optimizer", "batch_size",
+          "precision", "label_smoothing", "input_norm", "augmentation")
 
 
-class _UserErrors(type(BaseModel)):  # pydantic's model metaclass
-    """`RunConfig(lr="x")`, `Suite(...)` called from Python: a bad value is a UserError naming
-    the field, as from a suite file. (Only direct construction: model_validate, which the
-    library's own paths use, keeps pydantic's ValidationError; an overridden __init__ would
-    be called by those too.)"""
+class Augmentation(NamedTuple):
+    """On-device augmentation: maximum shift (pixels), rotation and shear (degrees), relative
+    zoom, elastic distortion strength and smoothness (pixels)."""
 
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().__call__(*args, **kwargs)
-        except ValidationError as e:
-            raise UserError(f"{cls.__name__}: {explain(e)}") from None
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 0.0
 
-
-class Frozen(BaseModel, metaclass=_UserErrors):
-    # no inf/nan in any float (lr = inf is a typo, not a setting)
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    @property
+    def on(self) -> bool:
+        return any((self.shift, self.rotate, self.scale, self.shear, self.elastic_alpha))
 
 
 class RunConfig(Frozen):
@@ -269,17 +270,10 @@ class RunConfig(Frozen):
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def group_key(self) -> tuple:
-        """Members with equal keys train as one fused group: same shapes, same code path.
+        """Members with equal keys train as one fused group: same shapes, same code path (SHARED).
         Everything else (seed, lr, weight decay, dropout rate, init, epochs, patience) may differ:
         a member with dropout 0 draws masks of ones, so it trains exactly as it would alone."""
-        return astuple(self.group_settings())
-
-    def group_settings(self) -> GroupSettings:
-        return GroupSettings(
-            self.dataset, self.validation, self.val_size, self.train_size, self.widths,
-            self.activation, self.norm, self.norm_position, self.residual, self.bn_momentum,
-            self.bn_epsilon, self.optimizer, self.batch_size, self.precision,
-            self.label_smoothing, self.input_norm, self.augmentation)
+        return tuple(getattr(self, name) for name in SHARED)
 
     @property
     def augmentation(self) -> Augmentation:
@@ -301,4 +295,4 @@ def validate_run(values: dict[str, Any], where: str) -> RunConfig:
     try:
         return RunConfig.model_validate(values)
     except ValidationError as e:
-        raise UserError(f"{where}: {explain(e)}") from None
+        raise UserError(f"{where}: {explain(e, RUN_FIELDS)}") from None

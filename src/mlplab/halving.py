@@ -16,11 +16,21 @@ checkpoint is past a rung just reports its history again).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import RunConfig
-from .pruning import Rung, decide, rungs
+from .pruning import Decision, decide, rungs
 from .search import SearchSpec, config_key
+
+
+@dataclass(frozen=True)
+class Rung:
+    """How far a group trains in one call: to the end of `epoch` (a rung, where it pauses in its
+    checkpoint; None: to its last epoch), with `prune` (run id -> the rung epoch at which that
+    member leaves: status "pruned", its weights as they are at that rung)."""
+
+    epoch: int | None = None
+    prune: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -30,58 +40,81 @@ class Paused:
     members: list[tuple[str, list[dict], str]]
 
 
-# execute(groups, stop_at, prune) -> (group, list of Trained | Paused) as each group returns
-Execute = Callable[[list, int | None, dict[str, int]], Iterable[tuple[object, object]]]
+# execute(groups, rung) -> (group, list of Trained | Paused) as each group returns
+Execute = Callable[[list, Rung], Iterable[tuple[object, object]]]
 
 
-def run(groups: list, cells: list[RunConfig], spec: SearchSpec, known: dict[str, tuple[list[dict], str]],
-        execute: Execute, emit: Callable[[dict], None]) -> Iterator[tuple[object, list]]:
-    """Train `groups` rung by rung; yields (group, list of Trained) as groups finish (the caller
-    commits them), and finally ("search", the log of the rungs: what was kept and pruned).
+class Halving:
+    """Train `groups` rung by rung: iterating yields (group, list of Trained) as groups finish
+    (the caller commits them); `log()` then says what each rung kept and pruned.
 
-    cells: every cell of the suite (decisions rank them all, trained now or earlier); known: run id
-    -> (history, status) of cells committed before this call."""
-    keys = {c.run_id: config_key(c.model_dump(mode="json")) for c in cells}
-    names = {keys[c.run_id]: c.name for c in cells}
-    epochs = {keys[c.run_id]: c.epochs for c in cells}
-    state = {rid: v for rid, v in known.items() if rid in keys}
-    prune: dict[str, int] = {}
-    log: list[dict] = []
-    warning = no_rung_warning(cells, spec)
-    if warning:
-        emit({"event": "log", "message": warning})
-    pending = list(groups)
-    ladder = rungs(max(c.epochs for c in cells), spec.min_epochs, spec.eta)
-    for rung in [*ladder, None]:
+    cells: every cell of the suite (decisions rank them all, trained now or earlier); known: run
+    id -> (history, status) of cells committed before."""
+
+    def __init__(self, groups: list, cells: list[RunConfig], spec: SearchSpec,
+                 known: dict[str, tuple[list[dict], str]], execute: Execute,
+                 emit: Callable[[dict], None]):
+        self.groups, self.cells, self.spec, self.execute, self.emit = groups, cells, spec, execute, emit
+        self.keys = {c.run_id: config_key(c.model_dump(mode="json")) for c in cells}
+        self.names = {self.keys[c.run_id]: c.name for c in cells}
+        self.state = {rid: v for rid, v in known.items() if rid in self.keys}
+        self.prune: dict[str, int] = {}
+        self.rungs: list[dict] = []
+        self.ladder = rungs(max(c.epochs for c in cells), spec.min_epochs, spec.eta)
+
+    def __iter__(self) -> Iterator[tuple[object, list]]:
+        warning = no_rung_warning(self.cells, self.spec)
+        if warning:
+            self.emit({"event": "log", "message": warning})
+        pending = list(self.groups)
+        for epoch in self.ladder:
+            pending = yield from self._leg(pending, epoch)
+            self._decide(epoch)
+        yield from self._leg(pending, None)
+
+    def _leg(self, groups: list, epoch: int | None):
+        """Train `groups` to `epoch`; yields the finished ones, returns the paused ones."""
         paused = []
-        for group, outcome in execute(pending, rung, dict(prune)) if pending else ():
+        for group, outcome in self.execute(groups, Rung(epoch, dict(self.prune))) if groups else ():
             if isinstance(outcome, Paused):
-                state.update({rid: (h, s) for rid, h, s in outcome.members})
+                self.state.update({rid: (h, s) for rid, h, s in outcome.members})
                 paused.append(group)
             else:
-                state.update({t.cfg.run_id: (t.history, t.metrics["status"]) for t in outcome})
+                self.state.update({t.cfg.run_id: (t.history, t.metrics["status"]) for t in outcome})
                 yield group, outcome
-        pending = paused
-        if rung is None:
-            break
+        return paused
+
+    def _decide(self, epoch: int) -> None:
+        """Rank every configuration at the rung; the members of those pruned leave there."""
         seeds: dict[str, list] = {}
-        for c in cells:
-            if c.run_id in state:
-                seeds.setdefault(keys[c.run_id], []).append(state[c.run_id])
-        decision = decide(rung, seeds, epochs, spec.eta, spec.metric, spec.rule, spec.alpha,
-                          first=rung == ladder[0])
-        for rid, k in keys.items():
+        for c in self.cells:
+            if c.run_id in self.state:
+                seeds.setdefault(self.keys[c.run_id], []).append(self.state[c.run_id])
+        spec, epochs = self.spec, {self.keys[c.run_id]: c.epochs for c in self.cells}
+        decision = decide(epoch, seeds, epochs, spec.eta, spec.metric, spec.rule, spec.alpha,
+                          first=epoch == self.ladder[0])
+        for rid, k in self.keys.items():
             if k in decision.pruned:
-                prune.setdefault(rid, rung)
-        entry = rung_entry(decision, names)
-        log.append(entry)
-        emit({"event": "rung", "metric": spec.metric, **entry})
-        emit({"event": "log", "message": entry["why"]})
-    yield "search", {"method": spec.method, "eta": spec.eta, "min_epochs": spec.min_epochs,
-                     "metric": spec.metric, "rule": spec.rule, "alpha": spec.alpha, "rungs": log}
+                self.prune.setdefault(rid, epoch)
+        entry = rung_entry(decision, self.names)
+        self.rungs.append(entry)
+        self.emit({"event": "rung", "metric": spec.metric, **entry})
+        self.emit({"event": "log", "message": entry["why"]})
+
+    def log(self) -> dict:
+        """The search as search.json has it: the settings and every rung so far."""
+        s = self.spec
+        return {"method": s.method, "eta": s.eta, "min_epochs": s.min_epochs, "metric": s.metric,
+                "rule": s.rule, "alpha": s.alpha, "rungs": self.rungs}
 
 
-def rung_entry(d: Rung, names: dict[str, str]) -> dict:
+def budget(rows: list[dict], cells: list[RunConfig]) -> dict:
+    """Model-epochs spent on these runs, and what training every cell to its end would take."""
+    spent = sum(int(r["epochs_run"]) for r in rows)
+    return {"model_epochs": spent, "full_grid_model_epochs": sum(c.epochs for c in cells)}
+
+
+def rung_entry(d: Decision, names: dict[str, str]) -> dict:
     """A rung as search.json and the log have it: names best first, why, the noise estimate."""
     return {"epoch": d.epoch, "contenders": len(d.kept) + len(d.pruned),
             "kept": [names[k] for k in d.kept], "pruned": [names[k] for k in d.pruned],

@@ -11,6 +11,8 @@ import os
 import unicodedata
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from .errors import UserError
 
 MAX_SEED = 2**63 - 1  # the run store keeps seeds as SQLite INTEGER (signed 64-bit)
@@ -142,15 +144,13 @@ TYPE_HINTS = {
 }
 
 
-def explain(e) -> str:
+def explain(e, keys=()) -> str:
     """pydantic's first error (a ValidationError) as one line: the field path, the problem, what
-    is allowed, the value given."""
-    from .config import RUN_FIELDS
-
+    is allowed, the value given. keys: the allowed keys, named when a key is unknown."""
     err = e.errors()[0]
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        return f"unknown key {path!r}; allowed keys: {', '.join(RUN_FIELDS)}"
+        return f"unknown key {path!r}; allowed keys: {', '.join(keys)}"
     msg = err["msg"].removeprefix("Value error, ")
     hint = TYPE_HINTS.get(err["type"])
     msg = f"{msg}: {hint}" if hint else msg
@@ -169,3 +169,23 @@ def check_run_options(device: Any, workers: Any, cluster: Any, checkpoint_every:
         raise UserError("give cluster (an existing scheduler) or workers (a local cluster), not both")
     check_checkpoint_every(checkpoint_every)
     check_path(data_dir, "data_dir", folder=True)
+
+
+class _UserErrors(type(BaseModel)):  # pydantic's model metaclass
+    """`RunConfig(lr="x")`, `Suite(...)` called from Python: a bad value is a UserError naming
+    the field, as from a suite file. (Only direct construction: model_validate, which the
+    library's own paths use, keeps pydantic's ValidationError; an overridden __init__ would
+    be called by those too.)"""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as e:
+            raise UserError(f"{cls.__name__}: {explain(e, cls.model_fields)}") from None
+
+
+class Frozen(BaseModel, metaclass=_UserErrors):
+    """The base of every validated setting (RunConfig, Suite, SearchSpec): frozen, unknown keys
+    rejected, no inf/nan in any float (lr = inf is a typo, not a setting)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .bf16 import effective
 from .config import RunConfig
-from .group import group_settings
+from .group import Group
 from .layers import ACTIVATIONS, INITIALIZERS, LAYERS, Layer, plan  # noqa: F401  (re-exported)
 from .layers.base import walk_back
 from .layers.dense import Dense
@@ -36,13 +36,14 @@ class StackedMLP(nn.Module):
     """K same-shape MLPs as one module. `cfgs` may differ in anything but their group settings
     (seed, initializer, dropout rate, ...)."""
 
-    def __init__(self, cfgs: list[RunConfig], device: torch.device | str = "cpu",
+    def __init__(self, cfgs: Group | list[RunConfig], device: torch.device | str = "cpu",
                  stacked: dict[str, torch.Tensor] | None = None):
         """stacked: every member's tensors ([K, ...] each, by stored name, as `state()`), to use
         instead of initial weights drawn from each member's seed (see `select`)."""
         super().__init__()
-        device = torch.device(device)
-        group = effective(group_settings(cfgs), device)  # bf16 only where it is native
+        device, members = torch.device(device), Group.of(cfgs)
+        cfgs = list(members.cfgs)
+        group = effective(members.settings, device)  # bf16 only where it is native
         self.k, self.widths, self.precision = len(cfgs), group.widths, group.precision
         self.specs = plan(group, any(c.dropout > 0 for c in cfgs))
         self.layers = nn.ModuleList(LAYERS[s.kind](s, group, cfgs, device) for s in self.specs)
@@ -132,7 +133,7 @@ class StackedMLP(nn.Module):
         """Member k's parameters and buffers (no K axis), detached CPU copies."""
         return {n: t[k].detach().cpu().clone() for n, t in self.state().items()}
 
-    def select(self, positions: list[int], cfgs: list[RunConfig]) -> StackedMLP:
+    def select(self, positions: list[int], cfgs: Group | list[RunConfig]) -> StackedMLP:
         """A group of the members at `positions` (their configs `cfgs`), state copied over."""
         idx = torch.tensor(positions, device=self.device)
         return StackedMLP(cfgs, self.device, {

@@ -19,7 +19,7 @@ import torch
 
 from . import kernels
 from .config import RunConfig
-from .group import group_settings
+from .group import Group
 
 # Learning-rate schedules by name: (config, epoch after warm-up, epochs after warm-up) -> factor.
 SCHEDULES = {
@@ -114,6 +114,37 @@ class Stacked:
 
     def _update(self, i: int, p: torch.Tensor, g: torch.Tensor) -> None:
         raise NotImplementedError
+
+    # --- its state, by name: "t" (the step count, shared) and "<slot>.<i>" ([K, ...] each) -------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The optimizer's state by name (live tensors: a checkpoint copies them)."""
+        return {"t": self.t, **{f"{s}.{i}": t for s, ts in self.state.items() for i, t in enumerate(ts)}}
+
+    @torch.no_grad()
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy a `state_dict` (same names and shapes) into this optimizer's state."""
+        for name, t in self.state_dict().items():
+            t.copy_(tensors[name])
+
+    def state_shapes(self, k: int) -> dict[str, tuple[int, ...]]:
+        """The shape of each `state_dict` tensor for a group of k members like this one."""
+        return {n: tuple(t.shape) if n == "t" else (k, *t.shape[1:])
+                for n, t in self.state_dict().items()}
+
+    @torch.no_grad()
+    def select(self, keep: list[int], params: list[torch.Tensor], cfgs) -> Stacked:
+        """The same optimizer for the members at positions `keep` (their parameters `params`,
+        their configurations `cfgs`), with their state (and the shared step count)."""
+        new = type(self)(params, list(cfgs))
+        idx = torch.tensor(keep, device=self.t.device)
+        mine = self.state_dict()
+        for name, t in new.state_dict().items():
+            t.copy_(mine[name] if name == "t" else mine[name].index_select(0, idx))
+        return new
+
+    def lrs(self) -> list[float]:
+        """Each member's learning rate now (schedules included): one host read."""
+        return self.hp["lr"].flatten().tolist()
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Everything the optimizer mutates (for snapshot/restore around graph warm-up)."""
@@ -212,6 +243,7 @@ OPTIMIZERS: dict[str, type[Stacked]] = {
 }
 
 
-def make_optimizer(params: list[torch.Tensor], cfgs: list[RunConfig]) -> Stacked:
+def make_optimizer(params: list[torch.Tensor], cfgs: Group | list[RunConfig]) -> Stacked:
     """The stacked optimizer for a group (all members share the optimizer kind)."""
-    return OPTIMIZERS[group_settings(cfgs).optimizer](params, cfgs)
+    group = Group.of(cfgs)
+    return OPTIMIZERS[group.settings.optimizer](params, list(group.cfgs))

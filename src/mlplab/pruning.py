@@ -29,7 +29,7 @@ METRICS = {"val_acc": True, "val_loss": False}  # name -> higher is better
 
 
 @dataclass(frozen=True)
-class Rung:
+class Decision:
     """One decision: kept and pruned configuration keys, best first. The first `best` kept are
     the best ceil(n / eta); `within_noise` were kept for being within noise of the last of those
     (margin: how far below it still counts, in the metric's units; sd: the pooled seed sd);
@@ -119,7 +119,7 @@ def pooled_sd(scores: dict[str, list[float]]) -> tuple[float, int] | None:
 
 
 def decide(epoch: int, seeds: dict[str, list[tuple[list[dict], str]]], epochs: dict[str, int],
-           eta: int, metric: str, rule: str = "top", alpha: float = 0.05, first: bool = False) -> Rung:
+           eta: int, metric: str, rule: str = "top", alpha: float = 0.05, first: bool = False) -> Decision:
     """The rung at `epoch`.
 
     seeds: configuration key (suite order) -> (history, status) of each of its seeds; epochs: its
@@ -137,7 +137,7 @@ def decide(epoch: int, seeds: dict[str, list[tuple[list[dict], str]]], epochs: d
     n_keep = math.ceil(len(order) / eta)
     shown = {k: sign * means[k] for k in order}
     if rule == "top" or not order:
-        return Rung(epoch, order[:n_keep], order[n_keep:], n_keep, means=shown)
+        return Decision(epoch, order[:n_keep], order[n_keep:], n_keep, means=shown)
     within, sd, margin, note = _within_noise(order, n_keep, scores, means, alpha)
     kept = set(order[:n_keep]) | set(within)
     choices = {}
@@ -147,7 +147,7 @@ def decide(epoch: int, seeds: dict[str, list[tuple[list[dict], str]]], epochs: d
             if best is not None and best not in kept:
                 choices[best] = f"{choices[best]}, {label}" if best in choices else label
     kept |= set(choices)
-    return Rung(epoch, [k for k in order if k in kept], [k for k in order if k not in kept], n_keep,
+    return Decision(epoch, [k for k in order if k in kept], [k for k in order if k not in kept], n_keep,
                 sd, margin, shown, note, within, choices)
 
 

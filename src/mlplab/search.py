@@ -37,9 +37,10 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from .config import RUN_FIELDS, Frozen, RunConfig, explain, validate_run
+from .config import RUN_FIELDS, Frozen, RunConfig, validate_run
 from .errors import UserError
-from .pruning import METRICS, Rung, decide, rungs, running_at, seed_score  # noqa: F401
+from .inputs import explain
+from .pruning import METRICS, Decision, decide, rungs, running_at, seed_score  # noqa: F401
 
 SIGNIFICANT = 4  # sampled floats are rounded to this many significant digits: readable names
 

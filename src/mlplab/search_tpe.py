@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import store
 from .config import RunConfig
 from .errors import UserError
+from .halving import budget
 from .pruning import METRICS, seed_score
 from .search import SearchSpec, _round
 
@@ -115,12 +117,9 @@ def outcome(values: dict, cells: list[RunConfig], found: dict[str, tuple[list[di
             "epoch": epoch}
 
 
-def run_tpe(suite, out: str | Path, **options) -> list[dict]:
-    """Every batch in turn through sweep.run_suite (finished ones are found in the store);
-    OUT/search.json holds each batch's rungs, results.csv every run."""
-    from . import sweep  # torch: only when training
-    from .sweep import budget
-
+def run_tpe(suite, out: str | Path, run_batch: Callable[..., list[dict]], **options) -> list[dict]:
+    """Every batch in turn through run_batch(suite, out, **options) (sweep.run_suite: finished
+    runs are found in the store); OUT/search.json holds each batch's rungs, results.csv every run."""
     optuna_module()  # before anything is written
     spec, emit = suite.search, options.get("progress") or (lambda e: None)
     told: list[dict] = []
@@ -130,7 +129,7 @@ def run_tpe(suite, out: str | Path, **options) -> list[dict]:
         part = suite.model_copy(update={"proposals": numbered})
         emit({"event": "log", "message": f"tpe: batch {b + 1} of {math.ceil(spec.trials / spec.batch)}: "
                                          f"trials {numbered[0][0]}–{numbered[-1][0]}"})
-        sweep.run_suite(part, out, **options)
+        run_batch(part, out, **options)
         cells = part.cells()
         every += cells
         db = store.open_store(Path(out))
@@ -159,8 +158,6 @@ def found_rows(out: str | Path, cells: list[RunConfig]) -> list[dict]:
 
 
 def _finish(out: Path, spec: SearchSpec, batches: list[dict], cells: list[RunConfig]) -> list[dict]:
-    from .sweep import budget
-
     rows = found_rows(out, cells)
     log = {"method": "tpe", "trials": spec.trials, "batch": spec.batch, "seed": spec.seed,
            "eta": spec.eta, "min_epochs": spec.min_epochs, "metric": spec.metric, "rule": spec.rule,

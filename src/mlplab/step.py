@@ -13,7 +13,7 @@ import torch
 from .augment import augment
 from .config import RunConfig
 from .evaluate import as_input
-from .group import group_settings
+from .group import Group
 from .model import StackedMLP, max_norm_
 
 
@@ -40,12 +40,12 @@ class Step:
     the epoch's summed loss and correct count per member on the device (no sync)."""
 
     def __init__(self, model: StackedMLP, opt, x: torch.Tensor, y: torch.Tensor,
-                 cfgs: list[RunConfig]):
+                 cfgs: Group | list[RunConfig]):
         self.model, self.opt, self.x, self.y = model, opt, x, y
         self.grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
         self.grad_list = list(self.grads.values())  # parameters() order, as the optimizer's
         self.index = {name: j for j, name in enumerate(self.grads)}
-        self.group = group_settings(cfgs)  # shared: augmentation, label smoothing
+        self.group = Group.of(cfgs).settings  # shared: augmentation, label smoothing
         limits = [c.max_norm or math.inf for c in cfgs]
         self.max_norm = (torch.tensor(limits, device=x.device).view(-1, 1, 1)
                          if any(math.isfinite(v) for v in limits) else None)

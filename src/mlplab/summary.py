@@ -7,6 +7,7 @@ layer kind giving its own rows."""
 from __future__ import annotations
 
 from .config import RunConfig
+from .group import GroupSettings
 from .layers import LAYERS, Row, plan
 
 
@@ -20,7 +21,7 @@ def summary_rows(cfg: RunConfig) -> list[Row]:
         counters[kind] = i + 1
         return kind if i == 0 else f"{kind}_{i}"
 
-    return [row for spec in plan(cfg.group_settings(), cfg.dropout > 0)
+    return [row for spec in plan(GroupSettings.of(cfg), cfg.dropout > 0)
             for row in LAYERS[spec.kind].summary(spec, cfg, name)]
 
 

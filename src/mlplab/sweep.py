@@ -5,43 +5,25 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import halving, store
+from . import store
 from .checkpoint import remove as remove_checkpoint
 from .config import RunConfig
+from .group import MAX_GROUP, Group, plan
+from .halving import Halving, Paused, Rung, budget  # noqa: F401  (budget re-exported)
 from .inputs import check_run_options
 from .lock import own
 from .memory import check_fits
+from .search_tpe import run_tpe
 from .suite import Suite
 from .summary import param_counts
 from .train import resolve_device
 from .work import Trained, check_data, train_and_evaluate  # noqa: F401  (re-exported)
 
-MAX_GROUP = 64  # members per fused group: bounds memory; more groups run one after another
 CHECKPOINT_EVERY = 60.0  # seconds between a group's epoch checkpoints
-
-
-@dataclass(frozen=True)
-class Group:
-    cfgs: tuple[RunConfig, ...]
-
-    @property
-    def label(self) -> str:
-        names = list(dict.fromkeys(c.name for c in self.cfgs))
-        return f"{self.cfgs[0].architecture} x{len(self.cfgs)}: " + ", ".join(names)
-
-
-def plan(cells: list[RunConfig], max_group: int = MAX_GROUP) -> list[Group]:
-    """Group cells by shape key (first-seen order), each group at most max_group members."""
-    by_key: dict[tuple, list[RunConfig]] = {}
-    for c in cells:
-        by_key.setdefault(c.group_key(), []).append(c)
-    return [Group(tuple(cs[i:i + max_group])) for cs in by_key.values()
-            for i in range(0, len(cs), max_group)]
 
 
 def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str | None = None,
@@ -56,9 +38,8 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
     checkpoint_every: seconds between a group's epoch checkpoints in OUT/checkpoints (0: every
     epoch, None: none); an interrupted group resumes from its last one."""
     if suite.search and suite.search.method == "tpe" and not suite.proposals:
-        from .search_tpe import run_tpe  # batch after batch, each one call of this function
-
-        return run_tpe(suite, out, device=device, data_dir=data_dir, progress=progress,
+        # batch after batch, each one call of this function
+        return run_tpe(suite, out, run_suite, device=device, data_dir=data_dir, progress=progress,
                        max_group=max_group, cluster=cluster, workers=workers, threads=threads,
                        security=security, checkpoint_every=checkpoint_every)
     check_run_options(device, workers, cluster, checkpoint_every, data_dir)
@@ -112,8 +93,8 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
     emit = progress or (lambda e: None)
     emit({"event": "suite", "suite": suite.name, "cells": len(cells), "todo": len(todo), "out": str(out),
           "groups": len(groups), "device": dev if not remote else f"{dev} via Dask",
-          "epochs": sum(max(c.epochs for c in g.cfgs) for g in groups),
-          "plan": [{"label": g.label, "members": len(g.cfgs), "epochs": max(c.epochs for c in g.cfgs),
+          "epochs": sum(g.epochs for g in groups),
+          "plan": [{"label": g.label, "members": len(g.cfgs), "epochs": g.epochs,
                     "cost": float(sum(param_counts(c)[0] * c.epochs for c in g.cfgs))}
                    for g in groups]})
     if suite.prunes and ckpt is None:  # a group pauses at each rung in its checkpoint
@@ -121,42 +102,34 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
 
     number = {id(g): i for i, g in enumerate(groups)}  # a group keeps its number at every rung
 
-    def execute(todo: list[Group], stop_at: int | None = None, prune: dict | None = None):
+    def execute(todo: list[Group], rung: Rung):
         numbered = [(number[id(g)], g) for g in todo]
         if remote:
             from .cluster import run_groups
 
             return run_groups(numbered, dev, data_dir, client=client, progress=emit,
                               checkpoints=ckpt, threads=threads or torch.get_num_threads(),
-                              stop_at=stop_at, prune=prune, total=len(groups))
-        return _in_process(numbered, len(groups), dev, data_dir, emit, ckpt, stop_at, prune)
+                              rung=rung, total=len(groups))
+        return _in_process(numbered, len(groups), dev, data_dir, emit, ckpt, rung)
 
+    search = None
     if suite.prunes:
         known = {r["run_id"]: (store.history(db, r["run_id"]), r["status"])
                  for r in store.rows(db, [c.run_id for c in cells])}
-        finished = halving.run(groups, cells, suite.search, known, execute, emit)
-    else:
-        finished = execute(groups)
-    for group, trained in finished:
-        if group == "search":  # the rungs' decisions, for the report and the user
-            _write_search(out, trained, cells, db)
-            continue
+        search = Halving(groups, cells, suite.search, known, execute, emit)
+    for _, trained in search if search else execute(groups, Rung()):
         for t in trained:
             store.commit_run(db, out, t.cfg, t.history, t.metrics, t.state, t.extra)
             emit({"event": "run", "name": t.cfg.name, "seed": t.cfg.seed,
                   "status": t.metrics["status"], "test_acc": t.metrics["test_acc"]})
         if ckpt:  # committed: the group's checkpoint has served
             remove_checkpoint(ckpt[0], [t.cfg.run_id for t in trained])
+    if search:  # the rungs' decisions, for the report and the user
+        _write_search(out, search.log(), cells, db)
     rows = store.rows(db, [c.run_id for c in cells])
     db.close()
     store.write_results(out, rows)
     return rows
-
-
-def budget(rows: list[dict], cells: list[RunConfig]) -> dict:
-    """Model-epochs spent on these runs, and what training every cell to its end would take."""
-    spent = sum(int(r["epochs_run"]) for r in rows)
-    return {"model_epochs": spent, "full_grid_model_epochs": sum(c.epochs for c in cells)}
 
 
 def _write_search(out: Path, log: dict, cells: list[RunConfig], db) -> None:
@@ -166,14 +139,13 @@ def _write_search(out: Path, log: dict, cells: list[RunConfig], db) -> None:
 
 
 def _in_process(numbered: list[tuple[int, Group]], total: int, device: str, data_dir: str | None,
-                emit, ckpt, stop_at: int | None = None, prune: dict | None = None):
+                emit, ckpt, rung: Rung):
     """Train (plan index, group) pairs one after another; yield (group, outcome)."""
     for gi, group in numbered:
         emit({"event": "group", "index": gi, "groups": total, "label": group.label,
-              "members": len(group.cfgs), "epochs": max(c.epochs for c in group.cfgs)})
-        outcome = train_and_evaluate(list(group.cfgs), device, data_dir, emit, checkpoints=ckpt,
-                                     stop_at=stop_at, prune=prune)
-        if not isinstance(outcome, halving.Paused):
+              "members": len(group.cfgs), "epochs": group.epochs})
+        outcome = train_and_evaluate(group, device, data_dir, emit, checkpoints=ckpt, rung=rung)
+        if not isinstance(outcome, Paused):
             emit({"event": "group_done", "index": gi, "groups": total, "label": group.label,
-                  "epochs": max(c.epochs for c in group.cfgs)})
+                  "epochs": group.epochs})
         yield group, outcome

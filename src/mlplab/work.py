@@ -16,11 +16,12 @@ from .checkpoint import Checkpointer
 from .config import RunConfig
 from .errors import UserError
 from .evaluate import logits, test_metrics
-from .group import group_settings
-from .halving import Paused
+from .fused import MemberResult
+from .group import Group
+from .halving import Paused, Rung
 from .model import StackedMLP
 from .summary import param_counts
-from .train import MemberResult, guest, resolve_device, train_group
+from .train import guest, resolve_device, train_group
 
 GALLERY = 36  # misclassified test digits kept per run, for the report
 
@@ -73,35 +74,34 @@ class Trained:
 _DATASETS: dict[tuple, data_mod.Dataset] = {}  # per process: a worker loads each dataset once
 
 
-def train_and_evaluate(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None,
+def train_and_evaluate(cfgs: Group | list[RunConfig], device: str = "auto",
+                       data_dir: str | None = None,
                        progress: Callable[[dict], None] | None = None,
                        threads: int | None = None,
                        checkpoints: tuple[str, float] | None = None, *,
-                       stop_at: int | None = None,
-                       prune: dict[str, int] | None = None) -> list[Trained] | Paused:
+                       rung: Rung | None = None) -> list[Trained] | Paused:
     """Train one group and evaluate its members: the unit of work, in-process or on a worker.
     threads: torch CPU threads for this call (a cluster run matches the driver's, so that a
     run trains to the same numbers wherever it lands). checkpoints: (folder, seconds between
-    them): the group saves its state there and resumes from it. stop_at / prune: successive
-    halving (see `train_group`); a group paused at its rung returns `Paused`."""
+    them): the group saves its state there and resumes from it. rung: successive halving (see
+    `train_group`); a group paused at its rung returns `Paused`."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _train_and_evaluate(cfgs, resolve_device(device), data_dir, progress, checkpoints,
-                                   stop_at, prune)
+        return _train_and_evaluate(Group.of(cfgs), resolve_device(device), data_dir, progress,
+                                   checkpoints, rung)
     finally:
         torch.set_num_threads(before)  # a guest in the caller's process
 
 
-def _train_and_evaluate(cfgs, dev, data_dir, progress, checkpoints, stop_at=None, prune=None):
-    group = group_settings(cfgs)  # what the members share: dataset, validation split, ...
-    ds = dataset(group.dataset, data_dir, progress)
-    splits = data_mod.split(ds, group.validation, group.val_size, group.train_size)
+def _train_and_evaluate(group: Group, dev, data_dir, progress, checkpoints, rung):
+    shared = group.settings  # what the members share: dataset, validation split, ...
+    ds = dataset(shared.dataset, data_dir, progress)
+    splits = data_mod.split(ds, shared.validation, shared.val_size, shared.train_size)
     ckpt = None if checkpoints is None else Checkpointer.for_group(
-        checkpoints[0], [c.run_id for c in cfgs], checkpoints[1])
-    results = train_group(list(cfgs), splits, dev, progress=progress, checkpoint=ckpt,
-                          stop_at=stop_at, prune=prune)
+        checkpoints[0], group.run_ids, checkpoints[1])
+    results = train_group(group, splits, dev, progress=progress, checkpoint=ckpt, rung=rung)
     if any(r.status == "running" for r in results):  # paused at a rung: nothing to evaluate yet
         return Paused([(r.cfg.run_id, r.history, r.status) for r in results])
     metrics, galleries = final_metrics(results, splits, len(ds.classes), dev)
