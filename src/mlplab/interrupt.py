@@ -107,7 +107,7 @@ class LastEpoch:
     held: tuple[dict, dict] | None = field(default=None, repr=False)
 
     def finished(self, epoch: int, state: tuple[dict, dict] | None, written: bool) -> None:
-        """Epoch `epoch` ended; `state` = `checkpoint.snapshot(...)` (live tensors: copied here
+        """Epoch `epoch` ended; `state` = `Fused.state()` (live tensors: copied here
         unless that state was just written)."""
         self.epoch = epoch
         if written:

@@ -61,7 +61,7 @@ def population_stats_(model: StackedMLP, x_u8: torch.Tensor, chunk: int | None =
 
 
 def apply(results: list, splits: Splits, device: torch.device) -> dict[int, dict]:
-    """For the members of `results` (train.MemberResult) with bn_eval = "precise" and BatchNorm:
+    """For the members of `results` (fused.MemberResult) with bn_eval = "precise" and BatchNorm:
     recompute their statistics over the training split (their kept weights: the best epoch's
     with restore_best), write them into each member's state (so the stored weights, predict and
     export use them), and return, by index into results, the validation numbers with them plus

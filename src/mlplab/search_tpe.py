@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import store
+from . import layout, store
 from .config import RunConfig
 from .errors import UserError
 from .halving import budget
@@ -143,7 +143,7 @@ def run_tpe(suite, out: str | Path, run_batch: Callable[..., list[dict]], **opti
             by_name.setdefault(c.name, []).append(c)
         told += [outcome(v, cs, found, spec.metric)
                  for (_, v), cs in zip(numbered, by_name.values(), strict=True)]
-        log = (json.loads((Path(out) / "search.json").read_text()) if suite.prunes
+        log = (json.loads(layout.search(out).read_text()) if suite.prunes
                else {"rungs": [], **budget(list(found_rows(out, cells)), cells)})
         batches.append({"batch": b + 1, "trials": [n for n, _ in numbered], **log})
     return _finish(Path(out), spec, batches, every)
@@ -165,6 +165,6 @@ def _finish(out: Path, spec: SearchSpec, batches: list[dict], cells: list[RunCon
            "rungs": [{**r, "batch": b["batch"]} for b in batches for r in b["rungs"]],
            "batches": [{k: b[k] for k in ("batch", "trials", "rungs", "model_epochs")} for b in batches],
            **budget(rows, cells)}
-    store.write_text_atomic(out / "search.json", json.dumps(log, indent=2))
+    store.write_text_atomic(layout.search(out), json.dumps(log, indent=2))
     store.write_results(out, rows)
     return rows

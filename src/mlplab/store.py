@@ -161,7 +161,7 @@ def _write_run_folder(fd: int, tmp: Path, cfg: RunConfig, history: list[dict], m
     put(layout.WEIGHTS, save({k: v.contiguous() for k, v in state.items()},
                                     metadata={"run_id": cfg.run_id}))
     for name, tensors in (extra or {}).items():
-        put(f"{name}.safetensors", save({k: v.contiguous() for k, v in tensors.items()}))
+        put(name, save({k: v.contiguous() for k, v in tensors.items()}))
     put(layout.METRICS, (json.dumps(metrics, indent=2) + "\n").encode())  # last: it marks a finished run
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import store
+from . import layout, store
 from .checkpoint import remove as remove_checkpoint
 from .config import RunConfig
 from .group import MAX_GROUP, Group, plan
@@ -62,7 +62,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
         client, local = connect(cluster, workers, security, progress or (lambda e: None))
     try:
         with own(out):  # one owner per results folder, for the whole run
-            ckpt = None if checkpoint_every is None else (str(out / "checkpoints"), checkpoint_every)
+            ckpt = None if checkpoint_every is None else (str(layout.checkpoints(out)), checkpoint_every)
             return _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, threads,
                               ckpt)
     finally:
@@ -74,7 +74,7 @@ def run_suite(suite: Suite, out: str | Path, device: str = "auto", data_dir: str
 
 def _all_stored(out: Path, cells: list[RunConfig]) -> bool:
     """Whether every cell is in OUT's store already (read-only: nothing is written here)."""
-    if not (out / "mlplab.db").is_file():
+    if not layout.db(out).is_file():
         return False
     db = store.read_db(out)
     try:
@@ -98,7 +98,7 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
                     "cost": float(sum(param_counts(c)[0] * c.epochs for c in g.cfgs))}
                    for g in groups]})
     if suite.prunes and ckpt is None:  # a group pauses at each rung in its checkpoint
-        ckpt = (str(out / "checkpoints"), math.inf)
+        ckpt = (str(layout.checkpoints(out)), math.inf)
 
     number = {id(g): i for i, g in enumerate(groups)}  # a group keeps its number at every rung
 
@@ -135,7 +135,7 @@ def _run_owned(suite, out, dev, remote, data_dir, progress, max_group, client, t
 def _write_search(out: Path, log: dict, cells: list[RunConfig], db) -> None:
     """OUT/search.json: the rungs (epoch, kept, pruned) and the compute spent."""
     log = {**log, **budget(store.rows(db, [c.run_id for c in cells]), cells)}
-    store.write_text_atomic(out / "search.json", json.dumps(log, indent=2))
+    store.write_text_atomic(layout.search(out), json.dumps(log, indent=2))
 
 
 def _in_process(numbered: list[tuple[int, Group]], total: int, device: str, data_dir: str | None,

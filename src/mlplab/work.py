@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import bn_honest, precise_bn
+from . import bn_honest, layout, precise_bn
 from . import data as data_mod
 from .augment import augment
 from .checkpoint import Checkpointer
@@ -109,14 +109,14 @@ def _train_and_evaluate(group: Group, dev, data_dir, progress, checkpoints, rung
         m.update(classes=list(ds.classes), image_shape=list(ds.shape))
     out = []
     for r, m, g in zip(results, metrics, galleries, strict=True):
-        extra = {"errors": g}
+        extra = {layout.ERRORS: g}
         if r.cfg.augments:  # what the network saw: for the report's picture
             with guest(torch.device("cpu")):
                 torch.manual_seed(r.cfg.seed)
                 x = splits.x_train[:12].float().repeat(3, 1) / 255
                 seen = augment(x, r.cfg.augmentation)
-                extra["augmented"] = {"images": (seen * 255).round().to(torch.uint8),
-                                      "labels": splits.y_train[:12].repeat(3)}
+                extra[layout.AUGMENTED] = {"images": (seen * 255).round().to(torch.uint8),
+                                           "labels": splits.y_train[:12].repeat(3)}
         out.append(Trained(r.cfg, r.history, m, r.state, extra))
     return out
 
