@@ -47,12 +47,17 @@ REPORT_NAMES = (REPORT_HTML, REPORT_MD, PLOTS, REPORT_FILES, STAMP)
 REPORT_FOLDERS = (PLOTS, REPORT_FILES)
 
 
-def db(out: str | Path) -> Path:
-    return Path(out) / DB
+def _at(name: str):
+    """The path of `name` directly in a results folder (OUT or a report's --to folder)."""
+    def path(out: str | Path) -> Path:
+        return Path(out) / name
+    path.__name__ = path.__qualname__ = name.strip(".").replace(".", "_").replace("-", "_")
+    return path
 
 
-def runs(out: str | Path) -> Path:
-    return Path(out) / RUNS
+db, runs, checkpoints, results_csv, search = map(_at, (DB, RUNS, CHECKPOINTS, RESULTS_CSV, SEARCH))
+plots, report_html, report_md, report_files = map(_at, (PLOTS, REPORT_HTML, REPORT_MD, REPORT_FILES))
+stamp, lock = _at(STAMP), _at(LOCK)
 
 
 def run(out: str | Path, run_id: str) -> Path:
@@ -63,39 +68,3 @@ def run(out: str | Path, run_id: str) -> Path:
 def out_of(run_folder: str | Path) -> Path:
     """The results folder that holds a run folder (the inverse of `run`)."""
     return Path(run_folder).parent.parent
-
-
-def checkpoints(out: str | Path) -> Path:
-    return Path(out) / CHECKPOINTS
-
-
-def results_csv(out: str | Path) -> Path:
-    return Path(out) / RESULTS_CSV
-
-
-def search(out: str | Path) -> Path:
-    return Path(out) / SEARCH
-
-
-def plots(out: str | Path) -> Path:
-    return Path(out) / PLOTS
-
-
-def report_html(out: str | Path) -> Path:
-    return Path(out) / REPORT_HTML
-
-
-def report_md(out: str | Path) -> Path:
-    return Path(out) / REPORT_MD
-
-
-def report_files(out: str | Path) -> Path:
-    return Path(out) / REPORT_FILES
-
-
-def stamp(out: str | Path) -> Path:
-    return Path(out) / STAMP
-
-
-def lock(out: str | Path) -> Path:
-    return Path(out) / LOCK
