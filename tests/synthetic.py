@@ -71,8 +71,9 @@ VAL_SIZE = 1000
 
 def on_synthetic(suite, folder: str, val_size: int = VAL_SIZE):
     """A suite (TOML text with a [defaults] table, or a dict) trained on the synthetic folder
-    instead of MNIST: `dataset` and `val_size` added to its defaults."""
+    instead of MNIST: `dataset` and (unless the suite sets one) `val_size` added to its defaults."""
     if isinstance(suite, str):
         assert "[defaults]\n" in suite, "on_synthetic: the TOML needs a [defaults] table"
-        return suite.replace("[defaults]\n", f'[defaults]\ndataset = "{folder}"\nval_size = {val_size}\n', 1)
+        val = "" if "\nval_size = " in suite else f"val_size = {val_size}\n"  # the suite's own wins
+        return suite.replace("[defaults]\n", f'[defaults]\ndataset = "{folder}"\n{val}', 1)
     return {**suite, "defaults": {"dataset": folder, "val_size": val_size, **suite.get("defaults", {})}}
