@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -28,6 +29,7 @@ def _state(out):
     return db
 
 
+@pytest.mark.slow
 def test_kill_9_in_epoch_3_of_5_then_rerun_is_bit_identical(tmp_path, mnist):
     suite = tmp_path / "ck.toml"
     suite.write_text(SUITE)

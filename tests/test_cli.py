@@ -131,6 +131,7 @@ def test_list_and_data_info(mnist, cli_here):
     assert fetch.returncode == 0 and "from cache" in fetch.stdout
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_folder_one_trains_the_other_stops_at_once(tmp_path, mnist):
     suite = tmp_path / "race.toml"
     suite.write_text('name = "race"\nseeds = 2\n[defaults]\ntrain_size = 10000\nepochs = 8\n'

@@ -10,6 +10,7 @@ import time
 import pytest
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow  # Dask worker processes
 
 from mlplab.suite import parse_suite  # noqa: E402
 from mlplab.sweep import run_suite  # noqa: E402

@@ -157,6 +157,7 @@ def _cli(out, *extra, suite):
             *extra]
 
 
+@pytest.mark.slow
 def test_same_decisions_in_process_on_dask_and_after_kill_9(tmp_path, mnist):
     pytest.importorskip("distributed")
     suite = tmp_path / "toy.toml"

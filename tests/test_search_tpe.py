@@ -144,6 +144,7 @@ def _state(out):
     return found, log
 
 
+@pytest.mark.slow
 def test_batches_fuse_by_shape_prune_and_resume_after_kill_9(tmp_path, mnist):
     suite = tmp_path / "s.toml"
     suite.write_text(TOY)
