@@ -277,11 +277,9 @@ def test_bad_search_or_space_names_the_field(tmp_path, text, what):
     assert what in str(e.value) and "\n" not in str(e.value)
 
 
-def test_bad_search_from_the_cli_is_one_line_and_exit_2(tmp_path):
+def test_bad_search_from_the_cli_is_one_line_and_exit_2(tmp_path, cli_here):
     for text, what in (BAD[1], BAD[9]):
-        r = subprocess.run([sys.executable, "-m", "mlplab", "run", str(_bad(tmp_path, text)),
-                            "--out", str(tmp_path / "o")], env=ENV, capture_output=True, text=True,
-                           timeout=120)
+        r = cli_here("run", _bad(tmp_path, text), "--out", tmp_path / "o")
         assert r.returncode == 2 and what in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
         assert not (tmp_path / "o").exists()  # nothing written
