@@ -55,10 +55,10 @@ def mnist_slice(mnist):
 
 
 @pytest.fixture(scope="session")
-def synthetic_dir(tmp_path_factory) -> str:
+def synthetic_dir() -> str:
     """The synthetic look-alike as an IDX folder (4,000 training images, 1,000 test), for
     `dataset = "<it>"` in a suite; pair it with a `val_size` below 4,000 (`on_synthetic`)."""
-    return str(_synthetic.write(tmp_path_factory.mktemp("synthetic") / "idx"))
+    return _synthetic.path()
 
 
 @pytest.fixture(scope="session")

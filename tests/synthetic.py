@@ -4,13 +4,19 @@
 files of the MNIST layout, so the library reads it as it reads any IDX folder
 (`dataset = "<folder>"`). Each class is a fixed random pen stroke (a polyline of 4 points);
 every image redraws its class's stroke with the points moved a few pixels, a random shift,
-thickness and ink, plus pixel noise, and 3% of the training labels are another class. A
-linear model gets above 80% in one epoch of a few thousand images, and no model gets 100%.
-Deterministic: the same bytes on every machine (numpy's PCG64, fixed seed)."""
+thickness and uneven ink on a background of zeros, and 3% of the training labels are another
+class. Measured (3,000 training images, Adam at 1e-3, validation on the last 1,000): 784-10
+reaches 73% after one epoch and 88% after five, 784-256-64-10 88% and 95%; on 2,000 images
+784-32-10 is at 64% after one epoch (MNIST: 53%). No model gets 100%. Deterministic: the same
+bytes on every machine (numpy's PCG64, fixed seed)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
+import tempfile
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +40,10 @@ def _render(points: np.ndarray, thick: np.ndarray, ink: np.ndarray) -> np.ndarra
 
 def _images(rng: np.random.Generator, strokes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     n = len(labels)
-    points = strokes[labels] + rng.normal(0, 1.3, (n, strokes.shape[1], 2))
+    points = strokes[labels] + rng.normal(0, 1.0, (n, strokes.shape[1], 2))
     points += rng.integers(-2, 3, (n, 1, 2))  # the whole stroke shifted
-    img = _render(points, rng.uniform(1.2, 2.4, n), rng.uniform(0.6, 1.0, n))
-    img += rng.normal(0, 0.08, img.shape)
+    img = _render(points, rng.uniform(1.5, 2.5, n), rng.uniform(0.7, 1.0, n))
+    img *= 1 + rng.normal(0, 0.15, img.shape)  # uneven ink; the background stays 0, as MNIST's
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8).reshape(n, 28, 28)
 
 
@@ -67,11 +73,33 @@ def write(folder: Path) -> Path:
 
 
 VAL_SIZE = 1000
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "mlplab-test"  # conftest's MLPLAB_HOME
 
 
-def on_synthetic(suite, folder: str, val_size: int = VAL_SIZE):
+@cache
+def path() -> str:
+    """The set's IDX folder in the test cache, written once per version of this file (its name
+    carries a hash of this file's text): a path that module-level suites can name, here and in
+    the processes tests start."""
+    folder = CACHE / f"synthetic-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]}"
+    if not folder.is_dir():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=CACHE))
+        write(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another session wrote it first: the same bytes
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+    return str(folder)
+
+
+def on_synthetic(suite, folder: str | None = None, val_size: int = VAL_SIZE):
     """A suite (TOML text with a [defaults] table, or a dict) trained on the synthetic folder
-    instead of MNIST: `dataset` and (unless the suite sets one) `val_size` added to its defaults."""
+    (`path()` unless given) instead of MNIST: `dataset` and (unless the suite sets one)
+    `val_size` added to its defaults."""
+    folder = folder or path()
     if isinstance(suite, str):
         assert "[defaults]\n" in suite, "on_synthetic: the TOML needs a [defaults] table"
         val = "" if "\nval_size = " in suite else f"val_size = {val_size}\n"  # the suite's own wins

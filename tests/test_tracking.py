@@ -11,13 +11,15 @@ import subprocess
 import sys
 
 import pytest
+import synthetic
 
 import mlplab
 from mlplab.errors import UserError
 
 # 2 configurations x 1 seed x 2 epochs on 300 images; halving (eta 2) stops one at epoch 1
-SUITE = {"name": "tiny-track", "seeds": 1,
-         "defaults": {"train_size": 300, "val_size": 200, "epochs": 2, "batch_size": 100},
+SUITE = {"name": "tiny-track", "seeds": 1,  # on the synthetic set: what is checked is the export
+         "defaults": {"dataset": synthetic.path(), "train_size": 300, "val_size": 200, "epochs": 2,
+                      "batch_size": 100},
          "search": {"method": "halving", "eta": 2, "min_epochs": 1},
          "experiments": [{"name": "narrow", "architecture": "784-16-10",
                           "grid": {"lr": [0.001, 0.01]}}]}
@@ -26,7 +28,7 @@ EPOCH_KEYS = {"train_loss": "train_loss", "train_acc": "train_acc", "val_loss": 
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, mnist):
+def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("track") / "out"
     r = mlplab.run(SUITE, out, progress=False, checkpoint_every=None)
     assert sorted(r.to_pandas()["status"]) == ["finished", "pruned"]
