@@ -199,15 +199,14 @@ def test_progress_has_an_eta_from_the_first_batch():
     assert "best val_acc 0.9300" in text and "ETA " in text and "ETA …" not in text
 
 
-def test_cli_table_never_cuts_a_name(cli_out):
+def test_cli_table_never_cuts_a_name(cli_out, cli_here):
     out = (cli_out.parent / "stdout.txt").read_text()
     assert "…" not in out
     flat = " ".join(out.split())  # a folded cell continues on the next line
     for word in LONG.split():
         assert word in flat
     assert "[dropout=0.0]" in flat and "[dropout=0.2]" in flat
-    listing = subprocess.run([sys.executable, "-m", "mlplab", "list"], capture_output=True,
-                             text=True, timeout=120).stdout
+    listing = cli_here("list").stdout
     assert "8 × 2 = 16" in listing  # quick: configurations x seeds = runs
 
 

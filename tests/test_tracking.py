@@ -4,10 +4,8 @@ scalar and hparams session; pandas the Parquet table. Exporting twice adds nothi
 extra is one line naming it. Nothing contacts any host."""
 
 import json
-import os
 import re
 import socket
-import subprocess
 import sys
 
 import pytest
@@ -187,10 +185,8 @@ def test_bad_arguments_write_nothing(results, tmp_path, monkeypatch, to, dest, k
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_export_runs(results, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mlplab", "export-runs", str(results.out),
-                           str(tmp_path / "tb"), "--to", "tensorboard"],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+def test_cli_export_runs(results, tmp_path, cli_here):
+    proc = cli_here("export-runs", results.out, tmp_path / "tb", "--to", "tensorboard")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"tensorboard: 2 runs exported, 0 already there; {tmp_path / 'tb'}"
     assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 2
