@@ -18,6 +18,7 @@ run by `make test` and CI; `pytest -m "not slow"` leaves them out while iteratin
 
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import warnings
@@ -35,6 +36,12 @@ os.environ["MLPLAB_OFFLINE"] = "1"
 # As the CLI does for itself (cli.py): waiting OpenMP threads sleep, so tests beside other
 # CPU-bound work do not spin for a time slice on every op. Results are unchanged.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# A suite started as a background job of a non-interactive shell (`(make test &)`, some CI
+# runners) inherits SIGINT ignored, and so would every command a test starts: the Ctrl-C tests
+# would see a CLI that never stops. A handler here (not inherited) leaves those children the
+# default, as a terminal gives them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
