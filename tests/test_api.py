@@ -1,5 +1,6 @@
-"""The Python API against the CLI on the same store, on real MNIST; and mlplab as a guest in the
-caller's process (backend, RNG, threads, precision flags untouched)."""
+"""The Python API against the CLI on the same store, on the synthetic set (tests/synthetic.py:
+what is compared is the store, not MNIST); and mlplab as a guest in the caller's process
+(backend, RNG, threads, precision flags untouched)."""
 
 import csv
 import gc
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic
 
 import mlplab
 from mlplab.errors import UserError
@@ -19,19 +21,21 @@ from mlplab.progress import LineView, Tracker
 
 LONG = "bn-64-32 with a name long enough to be cut in a narrow column"
 SUITE = {"name": "tiny-api", "seeds": 2,
-         "defaults": {"train_size": 2000, "epochs": 2, "batch_size": 100},
+         "defaults": {"train_size": 2000, "epochs": 2, "batch_size": 100, "dataset": synthetic.path(),
+                      "val_size": 1000},
          "experiments": [{"name": "narrow", "architecture": "784-32-10"},
                          {"name": LONG, "architecture": "64-32", "batch_norm": True,
                           "grid": {"dropout": [0.0, 0.2]}}]}
 
 
 @pytest.fixture(scope="module")
-def cli_out(tmp_path_factory, mnist):
+def cli_out(tmp_path_factory):
     """The suite trained by the real command line."""
     tmp = tmp_path_factory.mktemp("api")
     toml = tmp / "tiny.toml"
     toml.write_text(
         'name = "tiny-api"\nseeds = 2\n[defaults]\ntrain_size = 2000\nepochs = 2\nbatch_size = 100\n'
+        f'dataset = "{synthetic.path()}"\nval_size = 1000\n'
         '[[experiment]]\nname = "narrow"\narchitecture = "784-32-10"\n'
         f'[[experiment]]\nname = "{LONG}"\narchitecture = "64-32"\nbatch_norm = true\n'
         '[experiment.grid]\ndropout = [0.0, 0.2]\n')
@@ -44,7 +48,7 @@ def cli_out(tmp_path_factory, mnist):
     return out
 
 
-def test_load_reads_what_the_cli_wrote(cli_out, mnist):
+def test_load_reads_what_the_cli_wrote(cli_out):
     r = mlplab.load(cli_out)
     assert len(r) == 6
     with open(cli_out / "results.csv") as f:
@@ -77,17 +81,17 @@ def test_load_reads_what_the_cli_wrote(cli_out, mnist):
         assert name in html
 
 
-def test_best_run_predicts_what_was_measured(cli_out, mnist):
+def test_best_run_predicts_what_was_measured(cli_out, synthetic):
     r = mlplab.load(cli_out)
     best = r.best()
     table = r.table()
     assert best.config.name == table.index[0]
     same = r.to_pandas().query("experiment == @best.config.name")
     assert best.metrics["val_acc"] == same["val_acc"].max()
-    # the stored test accuracy, recomputed from the model on the real test set
-    images = mnist.x_test.numpy().reshape(-1, 28, 28)
+    # the stored test accuracy, recomputed from the model on the test set it was measured on
+    images = synthetic.x_test.numpy().reshape(-1, 28, 28)
     pred = best.predict(images)
-    assert (pred == mnist.y_test.numpy()).mean() == pytest.approx(best.metrics["test_acc"], abs=1e-4)
+    assert (pred == synthetic.y_test.numpy()).mean() == pytest.approx(best.metrics["test_acc"], abs=1e-4)
     proba = best.predict_proba(images[:5] / 255.0)  # floats in [0, 1] are pixels too
     assert proba.shape == (5, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert (proba.argmax(1) == pred[:5]).all()
@@ -115,7 +119,7 @@ def test_figures_are_figures(cli_out):
         r.plot_overlay("val_f1")
 
 
-def test_run_from_python_temporary_folder_and_errors(mnist):
+def test_run_from_python_temporary_folder_and_errors():
     suite = mlplab.Suite(**{**SUITE, "experiments": SUITE["experiments"][:1], "seeds": 1})
     r = mlplab.run(suite, epochs=1, progress=False)
     folder = r.out
@@ -131,7 +135,7 @@ def test_run_from_python_temporary_folder_and_errors(mnist):
         mlplab.run("quick", only="nope", progress=False)
 
 
-def test_resume_through_the_api(tmp_path, mnist):
+def test_resume_through_the_api(tmp_path):
     events = []
     first = mlplab.run(SUITE, tmp_path / "o", epochs=1, only="narrow", progress=events.append)
     assert len(first) == 2 and any(e["event"] == "epoch" for e in events)
@@ -170,8 +174,10 @@ print("guest ok")
 """
 
 
-def test_mlplab_is_a_guest_in_the_callers_process(mnist):
-    proc = subprocess.run([sys.executable, "-c", GUEST], capture_output=True, text=True,
+def test_mlplab_is_a_guest_in_the_callers_process():
+    code = GUEST.replace('"epochs": 1}', f'"epochs": 1, "dataset": {synthetic.path()!r}, "val_size": 1000}}')
+    assert code != GUEST
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env={**os.environ})
     assert proc.returncode == 0 and "guest ok" in proc.stdout, proc.stderr[-2000:]
 
@@ -199,15 +205,14 @@ def test_progress_has_an_eta_from_the_first_batch():
     assert "best val_acc 0.9300" in text and "ETA " in text and "ETA …" not in text
 
 
-def test_cli_table_never_cuts_a_name(cli_out):
+def test_cli_table_never_cuts_a_name(cli_out, cli_here):
     out = (cli_out.parent / "stdout.txt").read_text()
     assert "…" not in out
     flat = " ".join(out.split())  # a folded cell continues on the next line
     for word in LONG.split():
         assert word in flat
     assert "[dropout=0.0]" in flat and "[dropout=0.2]" in flat
-    listing = subprocess.run([sys.executable, "-m", "mlplab", "list"], capture_output=True,
-                             text=True, timeout=120).stdout
+    listing = cli_here("list").stdout
     assert "8 × 2 = 16" in listing  # quick: configurations x seeds = runs
 
 

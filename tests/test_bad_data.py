@@ -1,8 +1,6 @@
 """Bad data in every layout: one line naming what is wrong and what is allowed (a UserError from
 Python, exit code 2 from the CLI), and nothing written."""
 
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -111,13 +109,19 @@ def test_a_test_class_folder_must_be_a_training_class(tmp_path):
         data.load(str(tmp_path))
 
 
-def mlplab(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mlplab", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+@pytest.fixture
+def mlplab(cli_here, monkeypatch):
+    """The CLI (in this process) run from a folder: nothing may appear there."""
+
+    def run(*args, cwd):
+        monkeypatch.chdir(cwd)
+        return cli_here(*args)
+
+    return run
 
 
 @pytest.mark.parametrize("case", ["non-numeric pixel", "empty class folder", "label 1e300"])
-def test_cli_inspect_exit_2_one_line_nothing_written(tmp_path, case):
+def test_cli_inspect_exit_2_one_line_nothing_written(tmp_path, case, mlplab):
     make, message = CASES[case]
     path = make(tmp_path)
     proc = mlplab("data", "inspect", str(path), cwd=tmp_path)
@@ -126,7 +130,7 @@ def test_cli_inspect_exit_2_one_line_nothing_written(tmp_path, case):
     assert not (tmp_path / "samples.png").exists()
 
 
-def test_cli_run_on_a_csv_without_labels_writes_nothing(tmp_path):
+def test_cli_run_on_a_csv_without_labels_writes_nothing(tmp_path, mlplab):
     make, message = CASES["missing label column"]
     path = make(tmp_path)
     suite = tmp_path / "s.toml"

@@ -32,6 +32,7 @@ def _state(out):
     return db
 
 
+@pytest.mark.slow
 def test_kill_9_in_epoch_3_of_5_then_rerun_is_bit_identical(tmp_path, mnist):
     suite = tmp_path / "ck.toml"
     suite.write_text(SUITE)

@@ -1,4 +1,6 @@
-"""End to end through the real command line, on a slice of real MNIST."""
+"""End to end through the real command line, on a slice of real MNIST; what a command says and
+writes on bad input, and the table of a folder with two configurations, through the same entry
+point in this process (`cli_here`, on the synthetic set)."""
 
 import csv
 import json
@@ -8,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from synthetic import on_synthetic
 
 SUITE = """
 name = "tiny"
@@ -92,23 +95,23 @@ def test_rerun_resumes_and_trains_nothing(tiny_run):
     assert more.returncode == 0 and (out / "report.html").stat().st_ino != kept.st_ino  # redrawn
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, cli_here):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[experiment]]\nname = "x"\nactivation = "swish9"\n')
     out = tmp_path / "never"
-    proc = mlplab("run", str(bad), "--out", str(out))
+    proc = cli_here("run", str(bad), "--out", str(out))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "activation 'swish9' is not one of: relu" in proc.stderr
     assert not out.exists()
-    proc = mlplab("run", "quick", "--out", str(out), "--only", "nope")
+    proc = cli_here("run", "quick", "--out", str(out), "--only", "nope")
     assert proc.returncode == 2 and "not an experiment" in proc.stderr and not out.exists()
-    proc = mlplab("run", "quick", "--epochs", "0")
+    proc = cli_here("run", "quick", "--epochs", "0")
     assert proc.returncode == 2 and "--epochs" in proc.stderr
 
 
-def test_summary_prints_the_keras_numbers():
-    proc = mlplab("summary", "seed")
+def test_summary_prints_the_keras_numbers(cli_here):
+    proc = cli_here("summary", "seed")
     assert proc.returncode == 0, proc.stderr
     assert "Total params: 538,890" in proc.stdout
     assert "Trainable params: 537,354" in proc.stdout
@@ -119,15 +122,16 @@ def test_summary_prints_the_keras_numbers():
     assert "random_normal(stddev=0.039)" in proc.stdout and "glorot_uniform" in proc.stdout
 
 
-def test_list_and_data_info(mnist):
-    proc = mlplab("list")
+def test_list_and_data_info(mnist, cli_here):
+    proc = cli_here("list")
     assert proc.returncode == 0 and all(s in proc.stdout for s in ("seed", "assignment", "quick"))
-    info = mlplab("data", "info")
+    info = cli_here("data", "info")
     assert info.returncode == 0 and "mnist" in info.stdout and "yes" in info.stdout
-    fetch = mlplab("data", "fetch", "mnist")
+    fetch = cli_here("data", "fetch", "mnist")
     assert fetch.returncode == 0 and "from cache" in fetch.stdout
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_folder_one_trains_the_other_stops_at_once(tmp_path, mnist):
     suite = tmp_path / "race.toml"
     suite.write_text('name = "race"\nseeds = 2\n[defaults]\ntrain_size = 10000\nepochs = 8\n'
@@ -154,32 +158,33 @@ def test_two_runs_into_one_folder_one_trains_the_other_stops_at_once(tmp_path, m
     (["--workers", "-1"], "--workers"),
     (["--data-dir", "/does/not/exist"], "/does/not/exist"),
 ])
-def test_bad_options_stop_before_anything_is_written(tmp_path, args, message):
+def test_bad_options_stop_before_anything_is_written(tmp_path, args, message, cli_here):
     out = tmp_path / "out"
-    proc = mlplab("run", "quick", "--out", str(out), *args)
+    proc = cli_here("run", "quick", "--out", str(out), *args)
     assert proc.returncode == 2 and message in proc.stderr and not out.exists()
 
 
-def test_summary_of_a_big_grid_says_how_many(tmp_path):
+def test_summary_of_a_big_grid_says_how_many(tmp_path, cli_here):
     suite = tmp_path / "big.toml"
     suite.write_text('name = "big"\n[[experiment]]\nname = "x"\narchitecture = "64"\n'
                      '[experiment.grid]\nlr = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]\n'
                      'dropout = [0.0, 0.1, 0.2, 0.3, 0.4]\n')
-    proc = mlplab("summary", str(suite))
+    proc = cli_here("summary", str(suite))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("Total params") == 12
     assert "and 38 more configurations (50 in all)" in proc.stdout
 
 
-def test_same_suite_with_other_epochs_is_another_configuration(tmp_path, mnist):
+def test_same_suite_with_other_epochs_is_another_configuration(tmp_path, synthetic_dir, cli_here):
     suite = tmp_path / "twice.toml"
-    suite.write_text('name = "twice"\nseeds = 2\n[defaults]\ntrain_size = 1000\n'
-                     '[[experiment]]\nname = "m"\narchitecture = "784-16-10"\n')
+    suite.write_text(on_synthetic('name = "twice"\nseeds = 2\n[defaults]\ntrain_size = 1000\n'
+                                  '[[experiment]]\nname = "m"\narchitecture = "784-16-10"\n',
+                                  synthetic_dir))
     out = tmp_path / "out"
-    assert mlplab("run", str(suite), "--out", str(out), "--epochs", "1").returncode == 0
-    second = mlplab("run", str(suite), "--out", str(out), "--epochs", "2")
+    assert cli_here("run", str(suite), "--out", str(out), "--epochs", "1").returncode == 0
+    second = cli_here("run", str(suite), "--out", str(out), "--epochs", "2")
     assert second.returncode == 0, second.stderr
-    rep = mlplab("report", str(out))
+    rep = cli_here("report", str(out))
     assert rep.returncode == 0, rep.stderr
 
     def table(text):  # the comparison table's rows, as printed

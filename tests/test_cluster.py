@@ -10,11 +10,16 @@ import time
 import pytest
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow  # Dask worker processes
+
+import synthetic  # noqa: E402
 
 from mlplab.suite import parse_suite  # noqa: E402
 from mlplab.sweep import run_suite  # noqa: E402
 
-SUITE = {"seeds": 2, "defaults": {"train_size": 4000, "epochs": 3, "batch_size": 100},
+# on the synthetic set: what is checked is where runs train and that they equal in-process ones
+SUITE = {"seeds": 2, "defaults": {"train_size": 3000, "epochs": 3, "batch_size": 100,
+                                  "dataset": synthetic.path(), "val_size": 1000},
          "experiment": [{"name": f"w{w}", "architecture": f"784-{w}-10"} for w in (48, 64, 80, 96)]}
 
 
@@ -31,7 +36,7 @@ def _kill_a_training_worker(events, pids, killed):
         time.sleep(0.05)
 
 
-def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mnist):
+def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path):
     suite = parse_suite(SUITE, "dist")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None)
@@ -66,7 +71,7 @@ def test_cluster_run_survives_a_killed_worker_and_equals_in_process(tmp_path, mn
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["experiment"], key)
 
 
-def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path, mnist):
+def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path):
     pytest.importorskip("cryptography")
     from distributed.security import Security
 
@@ -77,7 +82,8 @@ def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path, mnist)
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", protocol="tls", security=sec,
                                        dashboard_address=None)
-    suite = parse_suite({"seeds": 1, "defaults": {"train_size": 1000, "epochs": 1},
+    suite = parse_suite({"seeds": 1, "defaults": {"train_size": 1000, "epochs": 1,
+                                                  "dataset": synthetic.path(), "val_size": 1000},
                          "experiment": [{"name": "t", "architecture": "784-16-10"}]}, "tls")
     try:
         assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
@@ -93,7 +99,7 @@ def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path, mnist)
     assert plain_tcp_warning("tls://10.1.2.3:8786") is None
 
 
-def test_ctrl_c_under_workers_is_one_line_and_saves(tmp_path, mnist):
+def test_ctrl_c_under_workers_is_one_line_and_saves(tmp_path):
     """Ctrl-C in a terminal reaches the whole process group (driver and local workers): the
     group on a worker saves its last finished epoch and the user sees only mlplab's lines."""
     import subprocess
@@ -102,8 +108,9 @@ def test_ctrl_c_under_workers_is_one_line_and_saves(tmp_path, mnist):
     from mlplab.checkpoint import read_meta
 
     suite = tmp_path / "w.toml"
-    suite.write_text('name = "w"\nseeds = 2\n[defaults]\ntrain_size = 4000\nepochs = 500\n'
-                     '[[experiment]]\nname = "a"\narchitecture = "784-64-10"\n')
+    suite.write_text(synthetic.on_synthetic(
+        'name = "w"\nseeds = 2\n[defaults]\ntrain_size = 3000\nepochs = 500\n'
+        '[[experiment]]\nname = "a"\narchitecture = "784-64-10"\n'))
     proc = subprocess.Popen([sys.executable, "-m", "mlplab", "run", str(suite), "--out",
                              str(tmp_path / "o"), "--workers", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -197,18 +197,15 @@ def _npz(path, x_train, y_train, x_test=None, y_test=None):
     (lambda rng: (rng.integers(0, 255, (200, 784), dtype=np.uint8), rng.random(200) * 9),
      "64", "labels must be whole numbers"),
 ])
-def test_a_dataset_that_does_not_fit_stops_before_anything_is_written(tmp_path, make, arch, message):
-    import subprocess
-    import sys
-
+def test_a_dataset_that_does_not_fit_stops_before_anything_is_written(tmp_path, make, arch, message,
+                                                                   cli_here):
     x, y = make(np.random.default_rng(0))
     data = _npz(tmp_path / "d.npz", x, y)
     suite = tmp_path / "s.toml"
     suite.write_text(f'name = "s"\n[[experiment]]\nname = "e"\narchitecture = "{arch}"\n'
                      f'dataset = "{data}"\nepochs = 1\nval_size = 50\n')
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "mlplab", "run", str(suite), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = cli_here("run", suite, "--out", out)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 

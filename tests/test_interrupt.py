@@ -133,6 +133,7 @@ def _start(cmd):
                                   start_new_session=True))  # its own group: a terminal's Ctrl-C
 
 
+@pytest.mark.slow
 def test_the_cli_saves_on_sigint_and_sigterm_and_the_rerun_resumes(tmp_path, mnist):
     suite = tmp_path / "s.toml"
     suite.write_text('name = "s"\nseeds = 2\n[defaults]\ntrain_size = 2000\nepochs = 500\n'

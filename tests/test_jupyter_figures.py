@@ -8,10 +8,14 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
+pytestmark = pytest.mark.slow  # a Jupyter kernel
+
+import synthetic  # noqa: E402
 
 import mlplab  # noqa: E402
 
-SMALL = {"name": "f", "seeds": 2, "defaults": {"train_size": 500, "epochs": 2, "batch_size": 100},
+SMALL = {"name": "f", "seeds": 2, "defaults": {"train_size": 500, "epochs": 2, "batch_size": 100,
+                                              "dataset": synthetic.path(), "val_size": 1000},
          "experiments": [{"name": "a", "architecture": "784-16-10"},
                          {"name": "b", "architecture": "784-8-10"}]}
 
@@ -51,7 +55,7 @@ CELLS = [
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory, mnist):
+def out(tmp_path_factory):
     folder = tmp_path_factory.mktemp("figures") / "out"
     mlplab.run(SMALL, folder, progress=False)
     return folder

@@ -84,17 +84,18 @@ def test_kaggle_submission_from_test_csv(kaggle, mnist):
     assert np.array_equal(best.predict(str(tmp / "test.parquet")), labels)
 
 
-def test_submission_writes_through_a_link_and_refuses_bad_targets(kaggle, tmp_path):
+def test_submission_writes_through_a_link_and_refuses_bad_targets(kaggle, tmp_path, cli_here):
+    # the submission itself comes from the real command line above; here: where it is written
     tmp, folder, _ = kaggle
     run_id = next(csv.DictReader(open(tmp / "out" / "results.csv")))["run_id"]
     target = tmp_path / "real.csv"
     target.write_text("old")
     (tmp_path / "link.csv").symlink_to(target)
     args = ("predict", run_id, str(folder / "test.csv"), "--out", str(tmp / "out"))
-    assert mlplab_cli(*args, "--kaggle", "--to", str(tmp_path / "link.csv")).returncode == 0
+    assert cli_here(*args, "--kaggle", "--to", str(tmp_path / "link.csv")).returncode == 0
     assert (tmp_path / "link.csv").is_symlink() and target.read_text().startswith("ImageId,Label\n")
     for extra, message in ((("--to", str(tmp_path / "x.csv")), "--to goes with --kaggle"),
                            (("--kaggle", "--to", str(tmp_path / "no" / "x.csv")), "does not exist")):
-        proc = mlplab_cli(*args, *extra)
+        proc = cli_here(*args, *extra)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]

@@ -12,6 +12,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
+pytestmark = pytest.mark.slow  # Jupyter kernels
 
 from conftest import ROOT  # noqa: E402
 

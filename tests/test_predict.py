@@ -131,7 +131,7 @@ def test_reproduce_is_identical_on_the_same_device(trained):
     assert all(v == 0 for v in result["diff"].values())
 
 
-def test_bad_inputs_exit_2_with_one_line(trained, tmp_path):
+def test_bad_inputs_exit_2_with_one_line(trained, tmp_path, cli_here):
     out, rows = trained
     src = pr.find_run(rows[0]["run_id"], out)
 
@@ -163,10 +163,10 @@ def test_bad_inputs_exit_2_with_one_line(trained, tmp_path):
         (("export", str(truncated), "--format", "onnx"), "corrupt"),
     ]
     for args, message in cases:
-        proc = mlplab(*args)
+        proc = cli_here(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
-    ok = mlplab("predict", rows[0]["run_id"][:8], str(good_png), "--out", str(out), "--json")
+    ok = cli_here("predict", rows[0]["run_id"][:8], str(good_png), "--out", str(out), "--json")
     assert ok.returncode == 0, ok.stderr
     top = json.loads(ok.stdout)[0]["top"]
     assert len(top) == 3 and top[0]["p"] >= top[1]["p"] >= top[2]["p"]

@@ -2,9 +2,6 @@
 list of them give the same answer; MNIST rows are kept as they are; the opt-out; bad inputs."""
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -87,7 +84,7 @@ def test_mnist_rows_are_kept_and_predicted_as_before(run, mnist):
     assert (run.predict(forced) == direct[:50].argmax(1)).mean() > 0.8
 
 
-def test_the_opt_out_and_the_default_rule(run, mnist, tmp_path):
+def test_the_opt_out_and_the_default_rule(run, mnist, tmp_path, cli_here):
     png = tmp_path / "seven.png"
     seven().save(png)
     with pytest.raises(UserError, match=r"200×160 pixels; the model takes images of 784 pixels; "
@@ -106,9 +103,7 @@ def test_the_opt_out_and_the_default_rule(run, mnist, tmp_path):
     Image.fromarray(inv[0]).save(tmp_path / "inv.png")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "mlplab", "predict", str(run.folder), *args,
-                               "--json", "--top", "10"], capture_output=True, text=True,
-                              env={**os.environ, "COLUMNS": "200"}, timeout=300)
+        return cli_here("predict", run.folder, *args, "--json", "--top", "10")
 
     probs = {}
     for flag in ("--preprocess", "--no-preprocess"):

@@ -230,17 +230,15 @@ def test_the_rule_never_enters_a_run_id():
     assert ids[0] == ids[1] == ids[2] == ids[3] and len(set(ids[0])) == 4
 
 
-def test_a_run_whose_min_epochs_leaves_no_rung_says_so_in_one_line(tmp_path, mnist):
-    import os
-    import subprocess
+def test_a_run_whose_min_epochs_leaves_no_rung_says_so_in_one_line(tmp_path, synthetic_dir, cli_here):
+    from synthetic import on_synthetic
 
     suite = tmp_path / "s.toml"
-    suite.write_text('name = "s"\nseeds = 2\n[defaults]\ntrain_size = 300\nval_size = 200\nepochs = 2\n'
-                     '[search]\nmethod = "halving"\nmin_epochs = 2\n[[experiment]]\nname = "m"\n'
-                     'architecture = "16"\ngrid = { lr = [0.001, 0.01] }\n')
-    r = subprocess.run([sys.executable, "-m", "mlplab", "run", str(suite), "--out", str(tmp_path / "o"),
-                        "--device", "cpu"], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                       capture_output=True, text=True, timeout=300)
+    suite.write_text(on_synthetic(
+        'name = "s"\nseeds = 2\n[defaults]\ntrain_size = 300\nval_size = 200\nepochs = 2\n'
+        '[search]\nmethod = "halving"\nmin_epochs = 2\n[[experiment]]\nname = "m"\n'
+        'architecture = "16"\ngrid = { lr = [0.001, 0.01] }\n', synthetic_dir))
+    r = cli_here("run", suite, "--out", tmp_path / "o", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     lines = [x for x in r.stderr.splitlines() if "min_epochs" in x]
     assert len(lines) == 1 and "no rung, nothing is pruned" in lines[0], r.stderr

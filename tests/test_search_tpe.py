@@ -114,7 +114,7 @@ def test_tpe_needs_a_space_and_one_experiment():
         assert what in str(e.value), str(e.value)
 
 
-def test_optuna_missing_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch):
+def test_optuna_missing_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, cli_here):
     suite = tmp_path / "s.toml"
     suite.write_text(TOY)
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
@@ -122,9 +122,7 @@ def test_optuna_missing_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch
 
     with pytest.raises(UserError, match=r'pip install "mlplab\[optuna\]"'):
         run_suite(load_suite(str(suite)), tmp_path / "o", device="cpu")
-    code = ("import sys; sys.modules['optuna'] = None; from mlplab.cli import main; "
-            f"sys.argv = ['mlplab', 'run', {str(suite)!r}, '--out', {str(tmp_path / 'o')!r}]; main()")
-    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    r = cli_here("run", suite, "--out", tmp_path / "o")  # optuna still unimportable
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "mlplab[optuna]" in r.stderr and not (tmp_path / "o").exists()
 
@@ -144,6 +142,7 @@ def _state(out):
     return found, log
 
 
+@pytest.mark.slow
 def test_batches_fuse_by_shape_prune_and_resume_after_kill_9(tmp_path, mnist):
     suite = tmp_path / "s.toml"
     suite.write_text(TOY)

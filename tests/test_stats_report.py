@@ -143,6 +143,7 @@ architecture = "784-128-10"
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_group_then_resume_finishes_every_cell_exactly_once(tmp_path, mnist):
     suite = tmp_path / "kill.toml"
     suite.write_text(KILL_SUITE)

@@ -243,11 +243,11 @@ def _cli(*args, cwd=None):
     ("epochs = 1", ("--checkpoint-every", "nan"), "'--checkpoint-every': nan is not a number"),
     ("epochs = 1", ("--cluster", "http://10.0.0.1:8786"), "scheme http:// is not one of"),
 ])
-def test_cli_bad_inputs_exit_2_with_one_line_and_no_out(tmp_path, mnist, line, args, message):
+def test_cli_bad_inputs_exit_2_with_one_line_and_no_out(tmp_path, mnist, line, args, message, cli_here):
     path = tmp_path / "s.toml"
     path.write_text(_toml(line))
     out = tmp_path / "out"
-    proc = _cli("run", str(path), "--out", str(out), *args)
+    proc = cli_here("run", str(path), "--out", str(out), *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert not out.exists()

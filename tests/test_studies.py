@@ -1,5 +1,6 @@
-"""Comparing studies and naming runs, on real MNIST slices: `mlplab.load([a, b])` matches the same
-configuration across folders and says where each run came from; the same runs have the same names
+"""Comparing studies and naming runs, on slices of the synthetic set (tests/synthetic.py):
+`mlplab.load([a, b])` matches the same configuration across folders and says where each run came
+from; the same runs have the same names
 however a Results was obtained; an empty or interrupted folder keeps the table's columns; a rerun
 with nothing to train says so in one line and loads no data; `dir(mlplab)` lists the API while
 `import mlplab` stays light; errors reached from Python name Python's parameters."""
@@ -11,12 +12,14 @@ import sys
 import pytest
 from click.testing import CliRunner
 from jupyter_block import notebook_block
+from synthetic import on_synthetic
 
 import mlplab
 from mlplab.errors import UserError
 
-SMALL = {"name": "s", "seeds": 2, "defaults": {"train_size": 500, "epochs": 1, "batch_size": 100},
-         "experiments": [{"name": "a", "architecture": "784-16-10"}]}
+SMALL = on_synthetic({"name": "s", "seeds": 2,
+                      "defaults": {"train_size": 500, "epochs": 1, "batch_size": 100},
+                      "experiments": [{"name": "a", "architecture": "784-16-10"}]})
 # study b: seeds 1 and 2 of a (seed 1 is the very run study a holds) and a configuration of its own
 # whose init_stddev is a list (per layer) where a's is a number
 B = {**SMALL, "seeds": [1, 2],
@@ -26,7 +29,7 @@ B = {**SMALL, "seeds": [1, 2],
 
 
 @pytest.fixture(scope="module")
-def two(tmp_path_factory, mnist):
+def two(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("studies")
     a, b = tmp / "study-a", tmp / "study-b"
     mlplab.run(SMALL, a, progress=False)
@@ -60,7 +63,7 @@ def test_two_folders_compare_as_one_results(two, tmp_path):
     assert "folders" not in single.table() and set(single.to_pandas().folder) == {"study-a"}
 
 
-def test_names_are_the_same_however_a_results_was_obtained(tmp_path, mnist, monkeypatch):
+def test_names_are_the_same_however_a_results_was_obtained(tmp_path, monkeypatch):
     out = tmp_path / "o"
     mlplab.run(SMALL, out, progress=False)
     r = mlplab.run(SMALL, out, epochs=2, progress=False)  # a second configuration named "a"
@@ -90,7 +93,7 @@ def test_names_are_the_same_however_a_results_was_obtained(tmp_path, mnist, monk
     assert notebook_block(events, monkeypatch) == f"<div><b>s</b> · {line.removeprefix('suite s: ')}"
 
 
-def test_an_interrupted_folder_loads_with_the_tables_columns(tmp_path, mnist):
+def test_an_interrupted_folder_loads_with_the_tables_columns(tmp_path):
     out = tmp_path / "i"
 
     def stop(e):

@@ -235,6 +235,7 @@ def test_a_failing_graph_capture_falls_back_to_the_eager_step(mnist_slice, monke
 
 
 def test_dropout_seed_is_the_same_in_every_process():
+    import os
     import subprocess
     import sys
 
@@ -242,5 +243,7 @@ def test_dropout_seed_is_the_same_in_every_process():
 
     code = "from mlplab.fused import dropout_seed; print(dropout_seed([0, 1, 2]), dropout_seed([7]))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           env={"PYTHONHASHSEED": str(h), "PATH": "/usr/bin"}).stdout for h in (1, 2)}
+                           env={"PYTHONHASHSEED": str(h), "PATH": "/usr/bin",  # and this mlplab
+                                **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}).stdout
+            for h in (1, 2)}
     assert outs == {f"{dropout_seed([0, 1, 2])} {dropout_seed([7])}\n"}
