@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import pickle
+import secrets
 import subprocess
 import sys
 import urllib.request
@@ -197,9 +198,15 @@ def _write_cache(folder: Path, files: dict[str, bytes], log: Callable[[str], Non
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for f, raw in files.items():
-            tmp = folder / f".{f}.tmp"
-            tmp.write_bytes(raw)
-            tmp.replace(folder / f)  # atomic: a crash never leaves a half-written cache file
+            # atomic: a crash never leaves a half-written cache file; and the temporary name is
+            # this process's own, so processes filling the cache at once (Dask's local workers,
+            # two runs on a fresh machine) never rename each other's half-written file into place
+            tmp = folder / f".{f}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            try:
+                tmp.write_bytes(raw)
+                tmp.replace(folder / f)
+            finally:
+                tmp.unlink(missing_ok=True)
     except OSError as e:  # an unwritable MLPLAB_HOME costs the cache, not the run
         log(f"not cached ({folder}: {e.strerror or e}); set MLPLAB_HOME to a writable folder")
 
