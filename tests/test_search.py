@@ -5,14 +5,13 @@ kill -9; random samples reproducible and inside their distributions; bad tables 
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procs import kill_at
 from synthetic import on_synthetic
 
 from mlplab import search
@@ -182,16 +181,9 @@ def test_same_decisions_in_process_on_dask_and_after_kill_9(tmp_path, mnist):
     assert dask.returncode == 0, dask.stderr
     # killed once the first rung was decided, while the survivors train towards the second
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(killed, "--checkpoint-every", "0", suite=suite), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    for line in proc.stderr:
-        if "rung at epoch 1" in line or time.time() > deadline:
-            break
     # at once: every group is paused in its rung checkpoint before the decision is logged, and
     # the survivors' 8 more epochs outlast any delay in reading this pipe (no sleep decides)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at(_cli(killed, "--checkpoint-every", "0", suite=suite), ENV, "rung at epoch 1")
     assert list((killed / "checkpoints").glob("*.safetensors")), "groups must be paused in checkpoints"
     again = subprocess.run(_cli(killed, suite=suite), env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr

@@ -5,13 +5,12 @@ one line, exit 2, nothing written."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import tomllib
 
 import pytest
+from procs import kill_at
 
 from mlplab.errors import UserError
 from mlplab.search import SearchSpec
@@ -162,14 +161,7 @@ def test_batches_fuse_by_shape_prune_and_resume_after_kill_9(tmp_path, mnist):
     assert "successive halving: 8 model-epochs of the 12" in ref.stdout
     # killed in the second batch, then rerun: the same batches, nothing asked differently
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(killed, suite), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    for line in proc.stderr:
-        if "batch 2 of 2" in line or time.time() > deadline:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at(_cli(killed, suite), ENV, "batch 2 of 2")
     again = subprocess.run(_cli(killed, suite), env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     f2, log2 = _state(killed)
