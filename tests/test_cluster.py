@@ -87,7 +87,7 @@ def test_a_tls_cluster_trains_and_plain_tcp_elsewhere_is_warned(tmp_path):
                          "experiment": [{"name": "t", "architecture": "784-16-10"}]}, "tls")
     try:
         assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
-        with pytest.raises(UserError, match="tls:// scheduler needs --tls-ca"):
+        with pytest.raises(UserError, match="tls:// scheduler needs security"):
             run_suite(suite, tmp_path / "no-creds", cluster=cluster.scheduler_address)
         assert not (tmp_path / "no-creds").exists()  # refused before anything was written
         rows = run_suite(suite, tmp_path / "tls", cluster=cluster.scheduler_address, security=sec)

@@ -67,21 +67,21 @@ def connect(cluster: str | None, workers: int | None, security=None, emit=lambda
         import dask
         from distributed import Client, LocalCluster
     except ImportError:
-        raise UserError("--cluster/--workers need the dask extra: pip install 'mlplab[dask]'") from None
+        raise UserError("cluster and workers need the dask extra: pip install 'mlplab[dask]'") from None
     dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES})
     if cluster:
         if cluster.startswith("tls://") and security is None:
-            raise UserError(f"--cluster {cluster}: a tls:// scheduler needs --tls-ca, --tls-cert and "
-                            "--tls-key")
+            raise UserError(f"cluster {cluster}: a tls:// scheduler needs security (the CLI's --tls-ca, "
+                            "--tls-cert and --tls-key)")
         warning = plain_tcp_warning(cluster)
         if warning:
             emit({"event": "log", "message": warning})
         try:
             return Client(cluster, timeout="20s", security=security), None
         except (OSError, TimeoutError) as e:
-            raise UserError(f"--cluster {cluster}: no Dask scheduler answered ({e})") from None
+            raise UserError(f"cluster {cluster}: no Dask scheduler answered ({e})") from None
     if workers is None or workers < 1:
-        raise UserError(f"--workers must be a positive count, got {workers}")
+        raise UserError(f"workers must be a positive count, got {workers}")
     from .cluster_worker import IgnoreInterrupt
 
     # silence_logs (the workers' processes, and this one's handlers until the cluster closes):

@@ -31,16 +31,16 @@ def export_runs(runs: list[RunRecord], to: str, dest: str | Path | None = None, 
     experiment (default: name). Returns what was done: to, where, exported, skipped (already
     there) and, for MLflow, experiment_id and parent_run_id."""
     if to not in EXPORTERS:
-        raise UserError(f"--to {to!r}: not a target; allowed: {', '.join(EXPORTERS)}")
+        raise UserError(f"to {to!r}: not a target; allowed: {', '.join(EXPORTERS)}")
     if to == "mlflow" and dest is not None:
-        raise UserError("--to mlflow writes to a tracking server or database, not to DEST: "
-                        "give --tracking-uri URI (tracking_uri= in Python)")
+        raise UserError("to mlflow writes to a tracking server or database, not to dest: "
+                        "give tracking_uri (the CLI's --tracking-uri)")
     if to != "mlflow":
         if dest is None:
-            raise UserError(f"--to {to} needs DEST: the {'folder' if to == 'tensorboard' else 'file'} "
+            raise UserError(f"to {to} needs dest: the {'folder' if to == 'tensorboard' else 'file'} "
                             "to write")
         if tracking_uri is not None or experiment is not None:
-            raise UserError("--tracking-uri and --experiment are for --to mlflow")
+            raise UserError("tracking_uri and experiment are for to mlflow")
     if not runs:
         raise UserError(f"{folder}: no runs to export")
     if to == "mlflow":
@@ -60,7 +60,7 @@ def _parquet(runs: list[RunRecord], dest) -> dict:
         raise missing_extra("Parquet", "parquet", "pyarrow") from None
     path = Path(dest)
     if path.is_dir():
-        raise UserError(f"--to parquet {dest}: is a folder; give a file name (runs.parquet)")
+        raise UserError(f"to parquet {dest}: is a folder; give a file name (runs.parquet)")
     runs_df, hist = records.run_frame(runs), records.history_frame(runs)
     config_cols = [c for c in runs_df.columns if c not in records.COLUMNS]
     # a config field named like a history column (lr: the base rate; the history's lr is the
@@ -102,7 +102,7 @@ def _tensorboard(runs: list[RunRecord], dest) -> dict:
     writer_cls, hparams = _tensorboard_writer()
     root = Path(dest)
     if root.exists() and not root.is_dir():
-        raise UserError(f"--to tensorboard {dest}: exists and is not a folder")
+        raise UserError(f"to tensorboard {dest}: exists and is not a folder")
     done = {p.name.rsplit("-", 1)[-1] for p in root.glob("*/seed*-*") if p.is_dir()}
     todo = [r for r in runs if r.run_id not in done]
     for r in todo:

@@ -43,7 +43,7 @@ def _telemetry_off():
 def export(runs: list[RunRecord], *, experiment: str, folder: Path, tracking_uri: str | None) -> dict:
     """Write `runs` to MLflow; what was done (see tracking.export_runs)."""
     if not experiment.strip() or len(experiment) > MAX_EXPERIMENT_NAME:
-        raise UserError(f"--experiment: an MLflow experiment name is 1 to {MAX_EXPERIMENT_NAME} "
+        raise UserError(f"experiment: an MLflow experiment name is 1 to {MAX_EXPERIMENT_NAME} "
                         f"characters, got {len(experiment.strip())}")
     with _telemetry_off():
         try:
