@@ -197,3 +197,17 @@ def test_same_suite_with_other_epochs_is_another_configuration(tmp_path, synthet
     assert all("│ 2 │" in r for r in rows)  # n = 2 each: never the four runs averaged
     text = re.sub(r"<[^>]+>", "", (out / "report.html").read_text())
     assert "m (epochs=1)" in text and "m (epochs=2)" in text
+
+
+def test_help_list_and_a_bad_flag_never_load_torch_or_matplotlib():
+    """The commands that train nothing answer without torch's import (seconds on a small CPU)."""
+    check = ("import sys\nfrom mlplab.cli import cli\n"
+             "for args in (['--help'], ['list'], ['run', '--help'], ['data', '--help']):\n"
+             "    try:\n        cli.main(args, standalone_mode=False)\n"
+             "    except SystemExit:\n        pass\n"
+             "try:\n    cli.main(['run', '--bogus'], standalone_mode=False)\n"
+             "except Exception as e:\n    print(type(e).__name__)\n"
+             "print(sorted(m for m in ('torch', 'matplotlib', 'pandas') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-2:] == ["NoSuchOption", "[]"]

@@ -16,19 +16,17 @@ from .errors import UserError
 from .interrupt import Interrupted
 from .suite import Suite
 
-_API = ("Results", "Run", "load", "run")
+_API = {"Results": "results", "Run": "trained", "load": "api", "run": "api"}  # name -> module
 
 
 def __getattr__(name: str):
     """The training API is imported on first use: building and validating a Suite or a RunConfig
     never imports torch (fast, and possible where torch is not wanted)."""
+    import importlib
+
     if name in _API:
-        from . import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
     if name == "datasets":  # mlplab.datasets.load / inspect: imports torch, so on first use
-        import importlib
-
         return importlib.import_module(".datasets", __name__)
     raise AttributeError(f"module 'mlplab' has no attribute {name!r}")
 

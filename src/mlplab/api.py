@@ -18,16 +18,18 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 from .inputs import check_names, check_path, check_run_options
 from .interrupt import for_call
 from .progress import progress_view
-from .results import Results
 from .suite import Suite, apply_overrides, load_suite, parse_suite
-from .trained import Run
 
-__all__ = ["Results", "Run", "as_suite", "load", "run"]
+if TYPE_CHECKING:  # imported where used: `mlplab run --help` and `mlplab list` never load torch
+    from .results import Results
+
+__all__ = ["as_suite", "load", "run"]
 
 
 def as_suite(suite: str | Path | dict | Suite) -> Suite:
@@ -64,6 +66,7 @@ def run(suite: str | Path | dict | Suite = "quick", out: str | Path | None = Non
     written. (`_own_interrupt`: the caller says what an interrupt saved itself, in its own
     words: the CLI's "run the same command again".)"""
     from . import sweep  # torch: only when training
+    from .results import Results
 
     check_path(out, "out", folder=None)
     if not (isinstance(progress, bool) or callable(progress)):
@@ -94,6 +97,8 @@ def load(out: str | Path | list[str | Path], experiments: list[str] | None = Non
     list of folders compared as one: the same configuration in two folders is one row of
     `table()` (its `folders` column says where), `to_pandas()`'s `folder` column says where each
     run came from. experiments: only these configurations (names as in `table()`)."""
+    from .results import Results
+
     res = Results(out)
     if experiments:
         res = res.filter(experiments)

@@ -19,19 +19,20 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from . import api, compare, layout, store
+from . import api, layout
 from .cli_common import console, err_console, not_nan, print_table
 from .cli_data import data_cmd
 from .cli_models import export_cmd, export_runs_cmd, predict_cmd, reproduce_cmd
 from .cluster import tls_security
 from .errors import UserError, environment_error
-from .figures import budget_text
 from .inputs import DEVICES
 from .interrupt import COMMAND, Interrupted, terminate_as_interrupt, terminated
-from .report import up_to_date, write_report
 from .safetext import printable
 from .suite import apply_overrides, builtin_suites, load_suite
-from .summary import param_counts, summary_rows
+
+# The modules that load torch and matplotlib (store, report, figures, summary) are imported in the
+# commands that use them: `mlplab --help`, `list` and a mistyped flag answer in a fraction of a
+# second instead of after torch's import.
 
 # One set of defaults: the Python API's (the CLI's OUT is a folder named out, never a temporary one).
 DEFAULTS = {k: p.default for k, p in inspect.signature(api.run).parameters.items()}
@@ -92,6 +93,8 @@ def run(suite, out, epochs, seeds, only, device, data_dir, cluster, workers, che
     paths = _report_and_table(out, f"suite {res.name}: {len(res)} runs", keep=True)
     search = res.search() if res.suite.prunes else None
     if search:
+        from .figures import budget_text
+
         console.print(f"successive halving: {budget_text(search)}", highlight=False)
     console.print(f"results: {layout.results_csv(out)}   plots: {layout.plots(out)}/   "
                   f"report: {paths['html']}")
@@ -112,6 +115,9 @@ def report_cmd(out, to) -> None:
 def _report_and_table(out, what: str, to=None, keep: bool = False) -> dict:
     """Write OUT's report and print its comparison table (both of every run in OUT). keep: a
     report that already shows the store as it is stays (a rerun that trained nothing)."""
+    from . import compare, store
+    from .report import up_to_date, write_report
+
     if keep and to is None and up_to_date(out):
         paths = {"html": layout.report_html(out), "md": layout.report_md(out), "notes": []}
     else:
@@ -129,6 +135,8 @@ def _report_and_table(out, what: str, to=None, keep: bool = False) -> dict:
 def runs(out, where, sort, fmt) -> None:
     """Query the run store of OUT (read-only: works on read-only media, never writes)."""
     import json
+
+    from . import store
 
     db = store.read_db(out)
     found = store.query(db, tuple(where), sort)
@@ -157,6 +165,8 @@ SUMMARY_MAX = 12  # configurations printed by `summary`; a big grid says how man
 @click.option("--only", multiple=True, help="only this experiment (repeatable)")
 def summary(suite, only) -> None:
     """Keras-style model summary of each configuration of SUITE."""
+    from .summary import param_counts, summary_rows
+
     s = apply_overrides(load_suite(suite), only=tuple(only))
     runs = s.runs()
     for cfg in runs[:SUMMARY_MAX]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from . import data as data_mod
+from . import choices
 from .cli_common import console, err_console
 
 
@@ -15,11 +15,13 @@ def data_cmd() -> None:
 
 
 @data_cmd.command("fetch")
-@click.argument("name", type=click.Choice(sorted(data_mod.DATASETS)), metavar="NAME")
+@click.argument("name", type=click.Choice(sorted(choices.DATASET_NAMES)), metavar="NAME")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
               help="folder with the four IDX files")
 def data_fetch(name, data_dir) -> None:
     """Download (or rebuild offline) NAME into the cache, verifying every file."""
+    from . import data as data_mod  # torch: only for the commands that read data
+
     ds = data_mod.load(name, data_dir, log=lambda s: err_console.print(f"[dim]{s}[/]"))
     console.print(f"{name}: {len(ds.x_train):,} train + {len(ds.x_test):,} test images "
                   f"from {ds.source}; cached in {data_mod.home() / 'datasets' / name}")
@@ -44,6 +46,8 @@ def data_inspect(path, png, per_class) -> None:
 @data_cmd.command("info")
 def data_info() -> None:
     """Show what is in the cache."""
+    from . import data as data_mod
+
     table = Table("dataset", "cached", "size", "path")
     for row in data_mod.info():
         table.add_row(row["dataset"], "yes" if row["cached"] else "no",
