@@ -11,6 +11,7 @@ from functools import partial
 import pytest
 import torch
 from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from mlplab.checkpoint import read_meta
 from mlplab.fused import misfit
@@ -98,7 +99,21 @@ def _not_fitting(tensors, meta):
             "another shape": (wrong, meta, "model.w1 has shape [2, 9, 10]"),
             "a newer format": (tensors, {**meta, "format": 3, "mlplab": "9.0"}, "checkpoint format 3"),
             "configs not its members'": (tensors, {**meta, "configs": meta["configs"][::-1]},
-                                         "its configurations are not its members'")}
+                                         "its configurations are not its members'"),
+            # a header is untrusted: every value of the right type and range, or set aside
+            # before training could trip on it (found by review: these crashed or trained on)
+            "an epoch past the last": (tensors, {**meta, "epoch": 3}, "its header is inconsistent"),
+            "an epoch that is a bool": (tensors, {**meta, "epoch": True}, "its header is inconsistent"),
+            "a number as a string": (tensors, _member(meta, train_seconds="1"), "state is malformed"),
+            "an integer no store holds": (tensors, _member(meta, best_epoch=10**400), "state is malformed"),
+            "an unknown status": (tensors, _member(meta, status="bogus"), "state is malformed"),
+            "a history that is no list": (tensors, _member(meta, history={}), "history is malformed"),
+            "a header nested too deep": (tensors, "[" * 100_000, "unreadable")}
+
+
+def _member(meta, **changed):
+    """meta with the first member's header fields changed."""
+    return {**meta, "members": [{**meta["members"][0], **changed}, *meta["members"][1:]]}
 
 
 def test_checkpoints_that_do_not_fit_are_set_aside_with_one_line(tmp_path, caplog):
@@ -121,6 +136,8 @@ def test_checkpoints_that_do_not_fit_are_set_aside_with_one_line(tmp_path, caplo
     for what, (t, m, why) in cases.items():
         if t is None:
             ck.path.write_bytes(b"garbage")
+        elif isinstance(m, str):  # a header that is not JSON mlplab wrote
+            ck.path.write_bytes(save_safetensors(t, metadata={"mlplab": m}))
         else:
             assert ck.save(t, m) is None, what
         caplog.clear()

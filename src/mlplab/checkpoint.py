@@ -88,7 +88,8 @@ class Checkpointer:
             why = why or misfit(shapes, meta)
             if why is None:
                 return load_file(str(self.path)), meta
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+                RecursionError, SafetensorError) as e:  # whatever a hostile header makes of it
             why = f"unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         self.set_aside(why)
         return None

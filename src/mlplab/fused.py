@@ -219,19 +219,47 @@ def misfit(shapes: dict[str, tuple[tuple[int, ...], str]], meta: dict, group: Gr
                 f"version reads formats 1 and {FORMAT}")
     if fmt == FORMAT and [RunConfig.model_validate(c).run_id for c in meta["configs"]] != meta["run_ids"]:
         return "its configurations are not its members'"
-    active, members, k = meta["active"], meta["members"], len(group)
-    if (not isinstance(active, list) or not active or len(set(active)) != len(active)
-            or not isinstance(members, list) or len(members) != k
-            or not all(isinstance(j, int) and 0 <= j < k for j in active)
-            or not isinstance(meta["epoch"], int) or meta["epoch"] < 1):
-        return "its header is inconsistent"
-    for m in members:
-        if not all(isinstance(h, dict) and set(HISTORY_FIELDS) <= set(h) for h in m["history"]) \
-                or not isinstance(m["status"], str):
-            return "a member's history is malformed"
-        for key in ("best_epoch", "best_val_loss", "bad_epochs", "train_seconds"):
-            float(m[key])  # a number (else TypeError/ValueError: does not fit)
+    why = _misfit_header(meta, len(group), group.epochs)
+    if why:
+        return why
+    active, k = meta["active"], len(group)
     return _misfit_tensors(shapes, expected_shapes(group, len(active)), k)
+
+
+STATUSES = ("running", "finished", "diverged", "chance", "pruned")
+
+
+def _whole(x, low: int, high: int) -> bool:
+    return type(x) is int and low <= x <= high  # not bool, not a float with a whole value
+
+
+def _real(x) -> bool:
+    return type(x) is float  # what training writes: not bool, int or a numeric string
+
+
+def _misfit_header(meta: dict, k: int, epochs: int) -> str | None:
+    """Why a header cannot describe a group of k members training for `epochs` (None: it can).
+    Every value is checked for its exact type and range before use: a file's header is
+    untrusted, and a value that passes here must not fail later (a string where a float
+    belongs, an integer too large for the store)."""
+    active, members, epoch = meta["active"], meta["members"], meta["epoch"]
+    if (not isinstance(active, list) or not active or len(set(active)) != len(active)
+            or not all(_whole(j, 0, k - 1) for j in active)
+            or not isinstance(members, list) or len(members) != k or not _whole(epoch, 1, epochs)):
+        return "its header is inconsistent"
+    for j, m in enumerate(members):
+        history = m["history"] if isinstance(m, dict) else None
+        if (not isinstance(history, list) or len(history) > epoch
+                or not all(isinstance(h, dict) and _whole(h.get("epoch"), 1, epoch)
+                           and all(_real(h.get(f)) for f in HISTORY_FIELDS if f != "epoch")
+                           for h in history)):
+            return "a member's history is malformed"
+        if (m["status"] not in STATUSES or (m["status"] == "running" and j not in active)
+                or not all(_whole(m[f], 0, epoch) for f in ("best_epoch", "bad_epochs"))
+                or not _real(m["best_val_loss"])
+                or not (_real(m["train_seconds"]) and 0 <= m["train_seconds"] < math.inf)):
+            return "a member's state is malformed"
+    return None
 
 
 def _misfit_tensors(shapes: dict, expected: dict[str, tuple[int, ...]], k: int) -> str | None:

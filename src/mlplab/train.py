@@ -95,8 +95,8 @@ def _train(group: Group, data: Splits, device: torch.device, progress: Progress 
            kept: LastEpoch) -> list[MemberResult]:
     """The loop: start or resume the group, then epoch after epoch: train, record, prune at a
     rung, compact, checkpoint, report; until no member runs or the rung is reached."""
-    started = time.perf_counter()
     fused = _start(group, data, device, checkpoint, rung, kept, progress)
+    started = time.perf_counter()  # Train s: from the first epoch on, as before the refactor
     if not fused.running():
         return fused.results  # every member left at a rung: nothing to train
     graphs = device.type == "cuda" if graphs is None else graphs
