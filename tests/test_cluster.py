@@ -135,3 +135,11 @@ def test_ctrl_c_under_workers_is_one_line_and_saves(tmp_path):
     # every other line is mlplab's own progress: no distributed log, warning or traceback
     mine = ("suite w:", "  1 groups submitted to", "  group 1/1  epoch ")
     assert all(line.startswith(mine) for line in err[:-1]), err
+
+
+def test_an_address_dask_cannot_parse_is_one_line_not_an_internal_error():
+    from mlplab.cluster import connect
+    from mlplab.errors import UserError
+
+    with pytest.raises(UserError, match="cluster bogus: no Dask scheduler answered"):
+        connect("bogus", None)

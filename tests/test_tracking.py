@@ -173,9 +173,10 @@ def test_a_missing_extra_is_one_line_naming_it(results, tmp_path, monkeypatch, t
 
 @pytest.mark.parametrize("to, dest, kwargs, message", [
     ("wandb", "d", {}, "to 'wandb': not a target; allowed: mlflow, tensorboard, parquet"),
-    ("parquet", None, {}, "to parquet needs dest: the file to write"),
-    ("mlflow", "d", {}, "to mlflow writes to a tracking server or database, not to dest"),
-    ("tensorboard", "d", {"experiment": "x"}, "tracking_uri and experiment are for to mlflow"),
+    ("parquet", None, {}, "export to parquet needs dest (the CLI's DEST): the file to write"),
+    ("mlflow", "d", {}, "export to mlflow writes to a tracking server or database, not to dest"),
+    ("tensorboard", "d", {"experiment": "x"},
+     "tracking_uri and experiment (--tracking-uri, --experiment) apply only to the mlflow target"),
     ("mlflow", None, {"experiment": " "}, "experiment: an MLflow experiment name is 1 to 500"),
 ])
 def test_bad_arguments_write_nothing(results, tmp_path, monkeypatch, to, dest, kwargs, message):

@@ -103,3 +103,16 @@ def load(out: str | Path | list[str | Path], experiments: list[str] | None = Non
     if experiments:
         res = res.filter(experiments)
     return res
+
+
+def __getattr__(name: str):
+    """`from mlplab.api import Results, Run` as before: imported on first use (they load torch)."""
+    if name == "Results":
+        from .results import Results
+
+        return Results
+    if name == "Run":
+        from .trained import Run
+
+        return Run
+    raise AttributeError(f"module 'mlplab.api' has no attribute {name!r}")

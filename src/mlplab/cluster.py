@@ -78,7 +78,7 @@ def connect(cluster: str | None, workers: int | None, security=None, emit=lambda
             emit({"event": "log", "message": warning})
         try:
             return Client(cluster, timeout="20s", security=security), None
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:  # ValueError: an address Dask cannot parse
             raise UserError(f"cluster {cluster}: no Dask scheduler answered ({e})") from None
     if workers is None or workers < 1:
         raise UserError(f"workers must be a positive count, got {workers}")

@@ -33,14 +33,15 @@ def export_runs(runs: list[RunRecord], to: str, dest: str | Path | None = None, 
     if to not in EXPORTERS:
         raise UserError(f"to {to!r}: not a target; allowed: {', '.join(EXPORTERS)}")
     if to == "mlflow" and dest is not None:
-        raise UserError("to mlflow writes to a tracking server or database, not to dest: "
+        raise UserError("export to mlflow writes to a tracking server or database, not to dest (DEST): "
                         "give tracking_uri (the CLI's --tracking-uri)")
     if to != "mlflow":
         if dest is None:
-            raise UserError(f"to {to} needs dest: the {'folder' if to == 'tensorboard' else 'file'} "
-                            "to write")
+            raise UserError(f"export to {to} needs dest (the CLI's DEST): the "
+                            f"{'folder' if to == 'tensorboard' else 'file'} to write")
         if tracking_uri is not None or experiment is not None:
-            raise UserError("tracking_uri and experiment are for to mlflow")
+            raise UserError("tracking_uri and experiment (--tracking-uri, --experiment) apply only "
+                            "to the mlflow target")
     if not runs:
         raise UserError(f"{folder}: no runs to export")
     if to == "mlflow":
