@@ -1,10 +1,12 @@
-"""Processes that tests start and kill."""
+"""Processes that tests start, probe and kill."""
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
+import sys
 import time
 
 
@@ -19,3 +21,15 @@ def kill_at(cmd: list[str], env: dict, marker: str, deadline_s: float = 300) -> 
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+HEAVY = ("torch", "matplotlib", "matplotlib.pyplot", "pandas")
+
+
+def heavy_after(code: str) -> set[str]:
+    """Run `code` in a fresh interpreter (it must exit 0: its own asserts count) and return the
+    heavy modules (torch, matplotlib, pyplot, pandas) it left imported."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(ast.literal_eval(proc.stdout.splitlines()[-1]))
