@@ -128,7 +128,8 @@ def cell(v: Any) -> Any:
 
 
 CONFIG_COLUMNS = [k for k in RUN_FIELDS if k not in COLUMNS and k != "name"]
-RUN_COLUMNS = [*(c for c in COLUMNS if c != "finished_at"), "folder", *CONFIG_COLUMNS]
+SHOWN_COLUMNS = [c for c in COLUMNS if c != "finished_at"]  # the store's columns a run frame shows
+RUN_COLUMNS = [*SHOWN_COLUMNS, "folder", *CONFIG_COLUMNS]
 TABLE_COLUMNS = ["params", "n", "runs", "diverged", "chance", "pruned_at",
                  *(m for k in METRICS for m in ((k,) if k in NO_STD else (k, f"{k}_std"))),
                  "p_vs_best", "vs_best", "bn_warning"]
@@ -138,7 +139,7 @@ def run_frame(runs: Iterable[RunRecord]) -> pd.DataFrame:
     """One row per run: RUN_COLUMNS (store columns, folder, every config key)."""
     import pandas as pd
 
-    recs = [{**r.columns(RUN_COLUMNS[:14]), "folder": r.folder,
+    recs = [{**r.columns(SHOWN_COLUMNS), "folder": r.folder,
              **{k: cell(r.settings.get(k)) for k in CONFIG_COLUMNS}} for r in runs]
     return pd.DataFrame.from_records(recs, columns=RUN_COLUMNS)
 
